@@ -1,0 +1,88 @@
+/** @file Season definitions: the level curve and rewards, lifecycle status and attribution. */
+#ifndef BP_SEASON_H
+#define BP_SEASON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/event.h"
+
+#define BP_SEASON_NAME_MAX 128
+#define BP_ASSET_URL_MAX 512
+/** Highest maxLevel a season may declare. */
+#define BP_LEVEL_MAX 10000
+
+typedef enum { BP_TIER_FREE = 0, BP_TIER_PREMIUM = 1 } bp_tier_t;
+
+typedef enum { BP_SEASON_UPCOMING = 0, BP_SEASON_ACTIVE, BP_SEASON_ENDED } bp_season_status_t;
+
+typedef struct {
+    int32_t level;
+    bp_tier_t tier;
+    char reward_id[BP_ID_MAX + 1];
+    char item_id[BP_ID_MAX + 1];
+    int32_t quantity;
+    char asset_url[BP_ASSET_URL_MAX + 1]; /**< "" when none */
+} bp_reward_t;
+
+/**
+ * A season. Owns xp_total and rewards (heap); release with bp_season_fini().
+ * xp_total has max_level + 1 entries indexed by level; xp_total[0] is unused and
+ * xp_total[1] is 0 (every player starts at level 1).
+ */
+typedef struct {
+    char id[BP_ID_MAX + 1];
+    char name[BP_SEASON_NAME_MAX + 1];
+    int64_t starts_at_ms; /**< inclusive */
+    int64_t ends_at_ms;   /**< exclusive */
+    int32_t max_level;
+    int64_t *xp_total;
+    bp_reward_t *rewards;
+    size_t n_rewards;
+} bp_season_t;
+
+/** Allocate xp_total for @p max_level levels (zeroed) and room for @p n_rewards rewards.
+ *  @return BP_OK, BP_EINVAL (max_level out of 1..BP_LEVEL_MAX) or BP_ENOMEM. */
+bp_err_t bp_season_init(bp_season_t *s, int32_t max_level, size_t n_rewards) BP_MUSTCHECK;
+/** Free what bp_season_init() allocated; accepts a zeroed or already finalised season. */
+void bp_season_fini(bp_season_t *s);
+
+/**
+ * Check a season definition: id valid, name non-empty, ends > starts, 1 <= max_level <=
+ * BP_LEVEL_MAX, xp_total[1] == 0 and strictly increasing, each reward on a level in
+ * 1..max_level with a valid rewardId and itemId and quantity > 0, no two rewards with the
+ * same (level, tier, rewardId).
+ * @return BP_OK, or BP_EINVAL with a message naming the problem written to @p why
+ *         (e.g. "levels[3].xpTotal 100 is not greater than level 2's 100").
+ */
+bp_err_t bp_season_validate(const bp_season_t *s, char *why, size_t why_len) BP_MUSTCHECK;
+
+/** @return the status of @p s at time @p now_ms. */
+bp_season_status_t bp_season_status(const bp_season_t *s, int64_t now_ms);
+
+/** @return "upcoming", "active" or "ended". */
+const char *bp_season_status_str(bp_season_status_t st);
+
+/** @return true when the two seasons' [starts, ends) windows overlap. */
+bool bp_seasons_overlap(const bp_season_t *a, const bp_season_t *b);
+
+/** @return index of the season with id @p id in @p seasons[0..n), or -1. */
+int bp_season_find(const bp_season_t *seasons, size_t n, const char *id);
+
+/** @return index of the season whose window contains @p t_ms, or -1 if none does. */
+int bp_season_at(const bp_season_t *seasons, size_t n, int64_t t_ms);
+
+/**
+ * Decide which season an event counts for. With an explicit seasonId, that season must
+ * exist and contain occurredAt; without one, the season containing occurredAt is used.
+ * @param idx out: season index, or -1 when occurredAt falls in no season (the event is
+ *            recorded as processed but changes no progress)
+ * @return BP_OK, or BP_EINVAL with *why set (unknown explicit season, occurredAt outside
+ *         the explicit season).
+ */
+bp_err_t bp_event_attribute(const bp_season_t *seasons, size_t n, const bp_xp_event_t *ev,
+                            int *idx, const char **why) BP_MUSTCHECK;
+
+#endif

@@ -1,0 +1,45 @@
+/** @file Redis adapter (hiredis, RESP2): the progress cache and real-time publication.
+ *  Redis is never the truth: every failure here is reported and survivable. */
+#ifndef BP_CACHE_H
+#define BP_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "store/pg.h"
+
+typedef struct bp_cache bp_cache_t;
+
+/**
+ * Create a cache client for @p url (redis://[:password@]host:port[/db]); connects lazily,
+ * so a Redis that is down now is not an error.
+ * @return BP_OK with *out owned by the caller (bp_cache_destroy), BP_EINVAL for a bad
+ *         URL, BP_ENOMEM.
+ */
+bp_err_t bp_cache_new(const char *url, int ttl_s, bp_cache_t **out) BP_MUSTCHECK;
+void bp_cache_destroy(bp_cache_t *c);
+
+/**
+ * Write the progress rows of a committed batch in one pipeline; a row only replaces a
+ * cached one with a lower totalXp (XP never decreases, so a late writer cannot regress
+ * the cache); publishes each change on channel "bp:progress:<playerId>".
+ * @return BP_OK, or BP_ERETRY when Redis is unreachable (nothing to undo: reads fall back
+ *         to PostgreSQL and entries expire after the TTL).
+ */
+bp_err_t bp_cache_put_progress(bp_cache_t *c, const char *const *season_ids,
+                               const bp_progress_change_t *ch, size_t n,
+                               int64_t now_ms) BP_MUSTCHECK;
+
+/**
+ * Look up one player's cached progress.
+ * @return BP_OK (found), BP_ENOTFOUND (not cached), BP_ERETRY (Redis unreachable).
+ */
+bp_err_t bp_cache_get_progress(bp_cache_t *c, const char *season_id, const char *player_id,
+                               bp_progress_row_t *out) BP_MUSTCHECK;
+
+/** Cache a row read from PostgreSQL (same monotonic rule). @return BP_OK or BP_ERETRY. */
+bp_err_t bp_cache_fill_progress(bp_cache_t *c, const char *season_id, const char *player_id,
+                                const bp_progress_row_t *row) BP_MUSTCHECK;
+
+#endif
