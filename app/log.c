@@ -57,11 +57,11 @@ void bp_log(bp_log_level_t lvl, const char *msg, const char *fields, ...)
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line),
-                     "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"msg\":\"%s\"",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000L, level_names[lvl],
-                     bp_log_str(esc, sizeof(esc), msg));
+    int n =
+        snprintf(line, sizeof(line),
+                 "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"msg\":\"%s\"",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 ts.tv_nsec / 1000000L, level_names[lvl], bp_log_str(esc, sizeof(esc), msg));
     if (fields && *fields && n > 0 && (size_t)n < sizeof(line) - 2) {
         line[n++] = ',';
         va_list ap;

@@ -36,16 +36,16 @@ typedef struct {
  * @param out        filled on success; on error left empty (safe to bp_fold_fini)
  * @return BP_OK or BP_ENOMEM.
  */
-bp_err_t bp_fold_batch(const bp_xp_event_t *evs, const int *season_idx, const bool *apply,
-                       size_t n, bp_fold_t *out) BP_MUSTCHECK;
+bp_err_t bp_fold_batch(const bp_xp_event_t *evs, const int *season_idx, const bool *apply, size_t n,
+                       bp_fold_t *out) BP_MUSTCHECK;
 void bp_fold_fini(bp_fold_t *f);
 
 /** One level gained. Every level gets its own event: a jump from 3 to 5 gives 3→4, 4→5. */
 typedef struct {
     int32_t previous_level;
     int32_t new_level;
-    int64_t total_xp;   /**< total XP right after the causing event */
-    size_t cause;       /**< index into the batch of the event that crossed the threshold */
+    int64_t total_xp; /**< total XP right after the causing event */
+    size_t cause;     /**< index into the batch of the event that crossed the threshold */
 } bp_levelup_t;
 
 /** A growable array of level-ups; zero-initialise, release with bp_levelups_fini(). */
@@ -68,7 +68,7 @@ void bp_levelups_fini(bp_levelups_t *l);
  * Write the deterministic LevelUp eventId "levelup:<seasonId>:<playerId>:<newLevel>".
  * @return BP_OK, or BP_EINVAL when it does not fit in @p len bytes.
  */
-bp_err_t bp_levelup_event_id(char *buf, size_t len, const char *season_id,
-                             const char *player_id, int32_t new_level) BP_MUSTCHECK;
+bp_err_t bp_levelup_event_id(char *buf, size_t len, const char *season_id, const char *player_id,
+                             int32_t new_level) BP_MUSTCHECK;
 
 #endif

@@ -7,9 +7,9 @@
 #include "core/season.h"
 
 typedef struct {
-    int32_t level;        /**< 1..max_level */
-    int64_t current_xp;   /**< XP into the current level (past xpTotal of max level at the cap) */
-    int64_t xp_to_next;   /**< XP span of the current level; 0 at max level */
+    int32_t level;      /**< 1..max_level */
+    int64_t current_xp; /**< XP into the current level (past xpTotal of max level at the cap) */
+    int64_t xp_to_next; /**< XP span of the current level; 0 at max level */
 } bp_level_info_t;
 
 /** @return the level information for @p total_xp (negative totals count as 0). */

@@ -82,7 +82,7 @@ int bp_season_at(const bp_season_t *seasons, size_t n, int64_t t_ms);
  * @return BP_OK, or BP_EINVAL with *why set (unknown explicit season, occurredAt outside
  *         the explicit season).
  */
-bp_err_t bp_event_attribute(const bp_season_t *seasons, size_t n, const bp_xp_event_t *ev,
-                            int *idx, const char **why) BP_MUSTCHECK;
+bp_err_t bp_event_attribute(const bp_season_t *seasons, size_t n, const bp_xp_event_t *ev, int *idx,
+                            const char **why) BP_MUSTCHECK;
 
 #endif

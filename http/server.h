@@ -8,10 +8,10 @@
 #include "store/seasons.h"
 
 typedef struct {
-    const char *listen_host;  /**< address to bind, e.g. "0.0.0.0" */
+    const char *listen_host; /**< address to bind, e.g. "0.0.0.0" */
     uint16_t port;
-    int threads;              /**< libmicrohttpd thread pool size */
-    const char *pg_dsn;       /**< each HTTP thread opens its own connection */
+    int threads;        /**< libmicrohttpd thread pool size */
+    const char *pg_dsn; /**< each HTTP thread opens its own connection */
     const char *redis_url;
     int cache_ttl_s;
     const char *jwt_hs256_secret;

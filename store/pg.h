@@ -94,13 +94,13 @@ typedef struct {
 
 /** What a batch did. Owns `changes`; release with bp_batch_result_fini(). */
 typedef struct {
-    size_t applied;     /**< events that changed progress */
-    size_t duplicates;  /**< events already processed (here or in an earlier batch) */
-    size_t unattributed;/**< new events outside every season */
-    size_t level_ups;   /**< LevelUp rows written to the outbox */
+    size_t applied;      /**< events that changed progress */
+    size_t duplicates;   /**< events already processed (here or in an earlier batch) */
+    size_t unattributed; /**< new events outside every season */
+    size_t level_ups;    /**< LevelUp rows written to the outbox */
     bp_progress_change_t *changes;
     size_t n_changes;
-    int32_t *fenced;    /**< partitions whose epoch no longer matches (BP_EINVAL) */
+    int32_t *fenced; /**< partitions whose epoch no longer matches (BP_EINVAL) */
     size_t n_fenced;
 } bp_batch_result_t;
 void bp_batch_result_fini(bp_batch_result_t *r);

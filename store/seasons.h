@@ -20,8 +20,7 @@ void bp_seasons_destroy(bp_seasons_t *s);
  * Thread-safe; concurrent callers do not reload twice.
  * @return BP_OK (the old snapshot stays in use on error), BP_ERETRY, BP_ENOMEM.
  */
-bp_err_t bp_seasons_refresh(bp_seasons_t *s, bp_pg_t *pg, int64_t now_ms,
-                            int force) BP_MUSTCHECK;
+bp_err_t bp_seasons_refresh(bp_seasons_t *s, bp_pg_t *pg, int64_t now_ms, int force) BP_MUSTCHECK;
 
 /** Borrow the current snapshot (never NULL; may be empty). Release it when done. */
 const bp_season_list_t *bp_seasons_acquire(bp_seasons_t *s);
