@@ -89,7 +89,7 @@ typedef struct {
     size_t n_seasons;
     const bp_partition_state_t *offsets; /**< next offset to store per partition + epoch */
     size_t n_offsets;
-    int64_t now_ms;
+    const char *levelup_topic; /**< outbox topic of the LevelUp events */
 } bp_batch_t;
 
 /** What a batch did. Owns `changes`; release with bp_batch_result_fini(). */

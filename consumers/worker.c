@@ -1,0 +1,600 @@
+/** @file The XP worker loop: poll → decode/validate/attribute → batch → one PostgreSQL
+ *  transaction (offsets fenced inside it) → Redis → outbox relay. On a retryable failure the
+ *  batch is dropped and its partitions are rewound to where the batch began. */
+#include "consumers/worker.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "app/log.h"
+#include "core/event.h"
+#include "core/season.h"
+#include "producers/codec.h"
+#include "producers/producer.h"
+#include "producers/relay.h"
+#include "store/cache.h"
+#include "store/pg.h"
+
+#define RELAY_LIMIT 2000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define STATS_EVERY_MS 10000
+
+/* One assigned partition. */
+typedef struct {
+    int32_t partition;
+    int64_t epoch;       /* fencing token from bp_pg_partitions_claim */
+    int64_t batch_start; /* offset of its first message in the current batch, -1 if none */
+    int64_t next_offset; /* offset after its last message in the current batch */
+} part_t;
+
+typedef struct {
+    const bp_worker_config_t *cfg;
+    rd_kafka_t *rk;
+    bp_producer_t *prod;
+    bp_codec_t *codec;
+    bp_pg_t *pg;
+    bp_cache_t *cache;
+    int32_t xp_schema_id;
+
+    part_t *parts;
+    size_t n_parts;
+
+    /* the batch being built */
+    const bp_season_list_t *snap;
+    bp_xp_event_t *evs;
+    int *season_idx;
+    int32_t *ev_part;
+    size_t n_evs;
+    size_t n_msgs;
+    size_t n_dlq;
+
+    bool cache_down;
+    int backoff_ms;
+    struct {
+        unsigned long long consumed, applied, duplicates, unattributed, dlq, level_ups, batches,
+            relayed;
+    } stats;
+} worker_t;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleep @p ms in slices, returning early when asked to stop. */
+static void nap(const worker_t *w, int ms)
+{
+    while (ms > 0 && !*w->cfg->stop) {
+        int slice = ms < 100 ? ms : 100;
+        struct timespec ts = {0, (long)slice * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= slice;
+    }
+}
+
+static part_t *find_part(worker_t *w, int32_t partition)
+{
+    for (size_t i = 0; i < w->n_parts; i++)
+        if (w->parts[i].partition == partition)
+            return &w->parts[i];
+    return NULL;
+}
+
+static void batch_reset(worker_t *w)
+{
+    w->n_evs = w->n_msgs = w->n_dlq = 0;
+    for (size_t i = 0; i < w->n_parts; i++)
+        w->parts[i].batch_start = -1;
+}
+
+/* ---- DLQ ---- */
+
+static bp_err_t send_to_dlq(worker_t *w, const rd_kafka_message_t *m, const char *why)
+{
+    char part[16], off[24];
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    snprintf(part, sizeof(part), "%d", (int)m->partition);
+    snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+    bp_header_t h[4] = {{"error", why, strlen(why)},
+                        {"source-topic", topic, strlen(topic)},
+                        {"source-partition", part, strlen(part)},
+                        {"source-offset", off, strlen(off)}};
+    BP_LOG_WARN("event sent to DLQ",
+                "\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"error\":\"%s\"", topic,
+                (int)m->partition, (long long)m->offset, why);
+    w->n_dlq++;
+    return bp_producer_send(w->prod, w->cfg->dlq_topic, m->key, m->key_len, m->payload, m->len, h,
+                            4);
+}
+
+/* ---- one message into the batch ---- */
+
+static bp_err_t add_message(worker_t *w, const rd_kafka_message_t *m)
+{
+    part_t *p = find_part(w, m->partition);
+    if (!p)
+        return BP_OK; /* left over from a revoked assignment */
+    bp_xp_event_t *ev = &w->evs[w->n_evs];
+    const char *why = NULL;
+    int idx = -1;
+    bp_err_t err = bp_codec_decode_xp(w->codec, w->xp_schema_id, m->payload, m->len, ev, &why);
+    if (err == BP_OK)
+        err = bp_xp_event_validate(ev, &why);
+    if (err == BP_OK)
+        err = bp_event_attribute(w->snap->items, w->snap->n, ev, &idx, &why);
+    if (err == BP_OK) {
+        w->season_idx[w->n_evs] = idx;
+        w->ev_part[w->n_evs] = m->partition;
+        w->n_evs++;
+    } else if (err == BP_EINVAL) {
+        err = send_to_dlq(w, m, why ? why : "invalid event");
+        if (err != BP_OK)
+            return err;
+    } else {
+        return err;
+    }
+    if (p->batch_start < 0)
+        p->batch_start = m->offset;
+    p->next_offset = m->offset + 1;
+    w->n_msgs++;
+    w->stats.consumed++;
+    return BP_OK;
+}
+
+/* ---- rewinding after a failure ---- */
+
+/* Seek every partition of the batch back to its first message and drop the batch. */
+static void rewind_batch(worker_t *w)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)w->n_parts);
+    for (size_t i = 0; i < w->n_parts; i++)
+        if (w->parts[i].batch_start >= 0)
+            rd_kafka_topic_partition_list_add(l, w->cfg->xp_topic, w->parts[i].partition)->offset =
+                w->parts[i].batch_start;
+    if (l->cnt > 0) {
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(w->rk, l, 5000);
+        if (e) {
+            BP_LOG_WARN("rewind failed", "\"error\":\"%s\"", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    batch_reset(w);
+}
+
+/* Remove the events and offsets of partitions we no longer own. */
+static void drop_partitions(worker_t *w, const int32_t *gone, size_t n_gone)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < w->n_evs; i++) {
+        bool drop = false;
+        for (size_t j = 0; j < n_gone && !drop; j++)
+            drop = w->ev_part[i] == gone[j];
+        if (drop)
+            continue;
+        w->evs[keep] = w->evs[i];
+        w->season_idx[keep] = w->season_idx[i];
+        w->ev_part[keep] = w->ev_part[i];
+        keep++;
+    }
+    w->n_evs = keep;
+    for (size_t j = 0; j < n_gone; j++) {
+        for (size_t i = 0; i < w->n_parts; i++) {
+            if (w->parts[i].partition == gone[j]) {
+                w->parts[i] = w->parts[--w->n_parts];
+                break;
+            }
+        }
+    }
+}
+
+/* ---- applying a batch ---- */
+
+static void after_commit(worker_t *w, const bp_batch_result_t *r)
+{
+    w->stats.applied += r->applied;
+    w->stats.duplicates += r->duplicates;
+    w->stats.unattributed += r->unattributed;
+    w->stats.level_ups += r->level_ups;
+    w->stats.dlq += w->n_dlq;
+    w->stats.batches++;
+
+    if (w->cache && r->n_changes > 0) {
+        const char *ids[64];
+        const char **season_ids = w->snap->n <= 64 ? ids : malloc(w->snap->n * sizeof(*ids));
+        if (season_ids) {
+            for (size_t i = 0; i < w->snap->n; i++)
+                season_ids[i] = w->snap->items[i].id;
+            bp_err_t err =
+                bp_cache_put_progress(w->cache, season_ids, r->changes, r->n_changes, now_ms());
+            if (err != BP_OK && !w->cache_down)
+                BP_LOG_WARN("redis unavailable: cache not updated, reads use PostgreSQL", NULL);
+            else if (err == BP_OK && w->cache_down)
+                BP_LOG_INFO("redis available again", NULL);
+            w->cache_down = err != BP_OK;
+            if (season_ids != ids)
+                free(season_ids);
+        }
+    }
+
+    /* Offsets live in PostgreSQL; committing them to Kafka too only shows consumer lag. */
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)w->n_parts);
+    for (size_t i = 0; i < w->n_parts; i++)
+        if (w->parts[i].batch_start >= 0)
+            rd_kafka_topic_partition_list_add(l, w->cfg->xp_topic, w->parts[i].partition)->offset =
+                w->parts[i].next_offset;
+    if (l->cnt > 0)
+        (void)rd_kafka_commit(w->rk, l, 1);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Apply the batch once. @return BP_OK (committed, batch cleared), BP_ERETRY (caller
+ * rewinds and backs off), BP_EFATAL. Fenced partitions are dropped and the rest retried. */
+static bp_err_t apply_batch(worker_t *w)
+{
+    bp_err_t err = BP_OK;
+    if (w->n_dlq > 0 && bp_producer_flush(w->prod, 30000) != BP_OK) {
+        BP_LOG_WARN("DLQ delivery failed; batch will be consumed again", NULL);
+        return BP_ERETRY;
+    }
+    for (;;) {
+        bp_partition_state_t offs[256];
+        size_t n_offs = 0;
+        for (size_t i = 0; i < w->n_parts && n_offs < 256; i++) {
+            if (w->parts[i].batch_start < 0)
+                continue;
+            offs[n_offs].partition = w->parts[i].partition;
+            offs[n_offs].next_offset = w->parts[i].next_offset;
+            offs[n_offs].epoch = w->parts[i].epoch;
+            n_offs++;
+        }
+        if (n_offs == 0) {
+            batch_reset(w);
+            return BP_OK;
+        }
+        bp_batch_t b = {
+            .group = w->cfg->group,
+            .topic = w->cfg->xp_topic,
+            .events = w->evs,
+            .season_idx = w->season_idx,
+            .n_events = w->n_evs,
+            .seasons = w->snap->items,
+            .n_seasons = w->snap->n,
+            .offsets = offs,
+            .n_offsets = n_offs,
+            .levelup_topic = w->cfg->levelup_topic,
+        };
+        bp_batch_result_t r;
+        int64_t t0 = mono_ms();
+        err = bp_pg_apply_batch(w->pg, &b, &r);
+        if (err == BP_OK) {
+            BP_LOG_DEBUG("batch committed",
+                         "\"messages\":%zu,\"applied\":%zu,\"duplicates\":%zu,\"dlq\":%zu,"
+                         "\"levelUps\":%zu,\"ms\":%lld",
+                         w->n_msgs, r.applied, r.duplicates, w->n_dlq, r.level_ups,
+                         (long long)(mono_ms() - t0));
+            after_commit(w, &r);
+            bp_batch_result_fini(&r);
+            batch_reset(w);
+            return BP_OK;
+        }
+        if (err == BP_EINVAL && r.n_fenced > 0) {
+            for (size_t i = 0; i < r.n_fenced; i++)
+                BP_LOG_WARN("partition fenced: another worker owns it now",
+                            "\"topic\":\"%s\",\"partition\":%d", w->cfg->xp_topic, r.fenced[i]);
+            drop_partitions(w, r.fenced, r.n_fenced);
+            bp_batch_result_fini(&r);
+            continue;
+        }
+        bp_batch_result_fini(&r);
+        return err == BP_EINVAL ? BP_EFATAL : err;
+    }
+}
+
+/* ---- rebalancing ---- */
+
+static void on_assign(worker_t *w, rd_kafka_topic_partition_list_t *parts)
+{
+    bp_partition_state_t *st = calloc((size_t)parts->cnt + 1, sizeof(*st));
+    part_t *np = calloc((size_t)parts->cnt + 1, sizeof(*np));
+    if (!st || !np)
+        abort(); /* cannot assign without memory; a restart is the only sane answer */
+    for (int i = 0; i < parts->cnt; i++)
+        st[i].partition = parts->elems[i].partition;
+    /* Claiming bumps each partition's epoch so the previous owner can no longer commit. */
+    int backoff = BACKOFF_MIN_MS;
+    while (bp_pg_partitions_claim(w->pg, w->cfg->group, w->cfg->xp_topic, st, (size_t)parts->cnt) !=
+           BP_OK) {
+        if (*w->cfg->stop)
+            break;
+        BP_LOG_WARN("cannot claim partitions in PostgreSQL, retrying", "\"backoffMs\":%d", backoff);
+        nap(w, backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        parts->elems[i].offset =
+            st[i].next_offset >= 0 ? st[i].next_offset : RD_KAFKA_OFFSET_BEGINNING;
+        np[i] = (part_t){st[i].partition, st[i].epoch, -1, -1};
+        BP_LOG_INFO("partition assigned",
+                    "\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"epoch\":%lld",
+                    parts->elems[i].topic, (int)st[i].partition, (long long)st[i].next_offset,
+                    (long long)st[i].epoch);
+    }
+    free(w->parts);
+    w->parts = np;
+    w->n_parts = (size_t)parts->cnt;
+    free(st);
+    rd_kafka_assign(w->rk, parts);
+}
+
+static void on_revoke(worker_t *w)
+{
+    /* Commit what we have for these partitions while we still own them; if that fails the
+     * next owner starts from the stored offsets, so nothing is lost. */
+    if (w->n_msgs > 0 && apply_batch(w) != BP_OK)
+        BP_LOG_WARN("batch dropped at revocation; the next owner consumes it again", NULL);
+    batch_reset(w);
+    free(w->parts);
+    w->parts = NULL;
+    w->n_parts = 0;
+    rd_kafka_assign(w->rk, NULL);
+    BP_LOG_INFO("partitions revoked", NULL);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    (void)rk;
+    worker_t *w = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        on_assign(w, parts);
+    else
+        on_revoke(w);
+}
+
+static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    char esc[512];
+    bp_log(level <= 3   ? BP_LOG_ERROR
+           : level <= 5 ? BP_LOG_WARN
+                        : BP_LOG_DEBUG,
+           "librdkafka", "\"facility\":\"%s\",\"detail\":\"%s\"", fac,
+           bp_log_str(esc, sizeof(esc), buf));
+}
+
+/* ---- setup ---- */
+
+static bp_err_t make_consumer(worker_t *w)
+{
+    char err[256], session[16];
+    const bp_worker_config_t *c = w->cfg;
+    snprintf(session, sizeof(session), "%d", c->session_timeout_ms);
+    const char *settings[][2] = {
+        {"bootstrap.servers", c->kafka_bootstrap},
+        {"group.id", c->group},
+        {"enable.auto.commit", "false"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"session.timeout.ms", session},
+        {"enable.partition.eof", "false"},
+        {"queued.max.messages.kbytes", "32768"},
+        {"fetch.wait.max.ms", "20"},
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+        if (rd_kafka_conf_set(conf, settings[i][0], settings[i][1], err, sizeof(err)) !=
+            RD_KAFKA_CONF_OK) {
+            BP_LOG_ERROR("kafka consumer configuration", "\"error\":\"%s\"", err);
+            rd_kafka_conf_destroy(conf);
+            return BP_EFATAL;
+        }
+    }
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
+    rd_kafka_conf_set_opaque(conf, w);
+    /* On success rd_kafka_new owns conf. */
+    w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));
+    if (!w->rk) {
+        BP_LOG_ERROR("kafka consumer", "\"error\":\"%s\"", err);
+        rd_kafka_conf_destroy(conf);
+        return BP_EFATAL;
+    }
+    rd_kafka_poll_set_consumer(w->rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, c->xp_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(w->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (e) {
+        BP_LOG_ERROR("kafka subscribe", "\"topic\":\"%s\",\"error\":\"%s\"", c->xp_topic,
+                     rd_kafka_err2str(e));
+        return BP_EFATAL;
+    }
+    return BP_OK;
+}
+
+static bp_err_t setup(worker_t *w)
+{
+    char why[512];
+    const bp_worker_config_t *c = w->cfg;
+    size_t cap = (size_t)c->batch_max_events;
+    w->evs = malloc(cap * sizeof(*w->evs));
+    w->season_idx = malloc(cap * sizeof(*w->season_idx));
+    w->ev_part = malloc(cap * sizeof(*w->ev_part));
+    if (!w->evs || !w->season_idx || !w->ev_part)
+        return BP_ENOMEM;
+    if (bp_codec_new(c->schemas_dir, &w->codec, why, sizeof(why)) != BP_OK) {
+        BP_LOG_ERROR("cannot load Avro schemas", "\"dir\":\"%s\",\"error\":\"%s\"", c->schemas_dir,
+                     why);
+        return BP_EFATAL;
+    }
+    char subject[300];
+    snprintf(subject, sizeof(subject), "%s-value", c->xp_topic);
+    w->xp_schema_id = bp_codec_subject_id(w->codec, subject);
+    snprintf(subject, sizeof(subject), "%s-value", c->levelup_topic);
+    if (w->xp_schema_id < 0 || bp_codec_subject_id(w->codec, subject) < 0) {
+        BP_LOG_ERROR("subjects.json lacks the subject of a configured topic",
+                     "\"xpTopic\":\"%s\",\"levelUpTopic\":\"%s\"", c->xp_topic, c->levelup_topic);
+        return BP_EFATAL;
+    }
+    if (bp_producer_new(c->kafka_bootstrap, &w->prod, why, sizeof(why)) != BP_OK) {
+        BP_LOG_ERROR("kafka producer", "\"error\":\"%s\"", why);
+        return BP_EFATAL;
+    }
+    bp_err_t err = bp_cache_new(c->redis_url, c->cache_ttl_s, &w->cache);
+    if (err != BP_OK)
+        return err == BP_EINVAL ? BP_EFATAL : err;
+    /* PostgreSQL may be down at start: wait for it, as after any outage. */
+    int backoff = BACKOFF_MIN_MS;
+    while ((err = bp_pg_connect(c->pg_dsn, &w->pg)) == BP_ERETRY && !*c->stop) {
+        BP_LOG_WARN("postgresql unavailable, retrying", "\"backoffMs\":%d", backoff);
+        nap(w, backoff);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    if (err != BP_OK)
+        return *c->stop ? BP_OK : err;
+    return make_consumer(w);
+}
+
+static void teardown(worker_t *w)
+{
+    if (w->rk) {
+        rd_kafka_consumer_close(w->rk); /* leaves the group; revocation runs on_revoke */
+        rd_kafka_destroy(w->rk);
+    }
+    bp_producer_destroy(w->prod);
+    bp_codec_destroy(w->codec);
+    bp_cache_destroy(w->cache);
+    bp_pg_destroy(w->pg);
+    free(w->evs);
+    free(w->season_idx);
+    free(w->ev_part);
+    free(w->parts);
+}
+
+/* ---- the loop ---- */
+
+/* Fill the batch until it is full, its time is up, or nothing arrives for a while. */
+static bp_err_t collect(worker_t *w)
+{
+    int64_t deadline = -1;
+    while (!*w->cfg->stop && w->n_msgs < (size_t)w->cfg->batch_max_events) {
+        int timeout = 100;
+        if (w->n_msgs == 0)
+            deadline = -1; /* a revocation may have emptied the batch */
+        else if (deadline >= 0) {
+            int64_t left = deadline - mono_ms();
+            if (left <= 0)
+                break;
+            timeout = (int)left;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, timeout);
+        if (!m) {
+            if (w->n_msgs == 0)
+                return BP_OK; /* idle: let the caller do housekeeping */
+            continue;
+        }
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                BP_LOG_WARN("kafka consumer error", "\"error\":\"%s\"", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (w->n_msgs == 0)
+            deadline = mono_ms() + w->cfg->batch_max_wait_ms;
+        bp_err_t err = add_message(w, m);
+        rd_kafka_message_destroy(m);
+        if (err != BP_OK)
+            return err;
+    }
+    return BP_OK;
+}
+
+static void relay(worker_t *w)
+{
+    size_t n;
+    do {
+        if (bp_relay_once(w->pg, w->codec, w->prod, w->cfg->dlq_topic, RELAY_LIMIT, &n) != BP_OK)
+            return; /* rows stay in the outbox; the next round sends them */
+        w->stats.relayed += n;
+    } while (n == RELAY_LIMIT && !*w->cfg->stop);
+}
+
+static void log_stats(const worker_t *w)
+{
+    BP_LOG_INFO("worker stats",
+                "\"consumed\":%llu,\"applied\":%llu,\"duplicates\":%llu,\"unattributed\":%llu,"
+                "\"dlq\":%llu,\"levelUps\":%llu,\"relayed\":%llu,\"batches\":%llu",
+                w->stats.consumed, w->stats.applied, w->stats.duplicates, w->stats.unattributed,
+                w->stats.dlq, w->stats.level_ups, w->stats.relayed, w->stats.batches);
+}
+
+bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
+{
+    worker_t w = {.cfg = cfg, .backoff_ms = BACKOFF_MIN_MS};
+    bp_err_t err = setup(&w);
+    if (err != BP_OK || *cfg->stop)
+        goto out;
+    BP_LOG_INFO("worker started", "\"topic\":\"%s\",\"group\":\"%s\"", cfg->xp_topic, cfg->group);
+    int64_t last_relay = 0, last_stats = mono_ms();
+    while (!*cfg->stop) {
+        if (bp_seasons_refresh(cfg->seasons, w.pg, now_ms(), 0) == BP_EFATAL) {
+            err = BP_EFATAL;
+            break;
+        }
+        w.snap = bp_seasons_acquire(cfg->seasons);
+        err = collect(&w);
+        unsigned long long level_ups = w.stats.level_ups;
+        if (err == BP_OK && w.n_msgs > 0)
+            err = apply_batch(&w);
+        if (err == BP_ERETRY) {
+            rewind_batch(&w);
+            BP_LOG_WARN("batch not applied; rewound, backing off", "\"backoffMs\":%d",
+                        w.backoff_ms);
+            nap(&w, w.backoff_ms);
+            w.backoff_ms = w.backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : w.backoff_ms * 2;
+            err = BP_OK;
+        } else if (err == BP_OK && w.n_msgs == 0) {
+            w.backoff_ms = BACKOFF_MIN_MS;
+        }
+        bp_seasons_release(cfg->seasons, w.snap);
+        w.snap = NULL;
+        if (err != BP_OK)
+            break;
+        /* Relay right after level-ups, and every second for rows left by others or crashes. */
+        if (w.stats.level_ups != level_ups || mono_ms() - last_relay >= 1000) {
+            relay(&w);
+            last_relay = mono_ms();
+        }
+        if (mono_ms() - last_stats >= STATS_EVERY_MS) {
+            log_stats(&w);
+            last_stats = mono_ms();
+        }
+    }
+    if (err == BP_OK && w.pg)
+        relay(&w);
+out:
+    if (err != BP_OK)
+        BP_LOG_ERROR("worker stopping on error", "\"error\":\"%s\"", bp_err_str(err));
+    /* Revocation during close may apply a batch: give it a snapshot. */
+    w.snap = bp_seasons_acquire(cfg->seasons);
+    teardown(&w);
+    bp_seasons_release(cfg->seasons, w.snap);
+    log_stats(&w);
+    return err;
+}
