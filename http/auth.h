@@ -1,0 +1,88 @@
+/** @file Bearer-token authentication (JWT HS256 via libjwt) and the access rules of routes;
+ *  pure functions of (header, config, now), testable without a server. */
+#ifndef BP_AUTH_H
+#define BP_AUTH_H
+
+#include <stdint.h>
+
+/** Longest token accepted; longer ones are rejected before any parsing. */
+#define BP_AUTH_TOKEN_MAX 8192
+/** Longest `sub` claim accepted, in bytes. */
+#define BP_AUTH_SUB_MAX 128
+
+/** Scopes of the `scope` claim (space-separated names), as bits. */
+#define BP_SCOPE_PLAYER (1u << 0)  /**< "player": own data only */
+#define BP_SCOPE_SERVICE (1u << 1) /**< "service": gameplay/economy services, any player */
+#define BP_SCOPE_ADMIN (1u << 2)   /**< "admin": seasons, analytics, any player */
+
+/**
+ * Who may call a route, as data: BP_ACCESS_PUBLIC needs no token; otherwise
+ * BP_ACCESS_TOKEN plus the scope bits that grant access (no scope bit: any valid token).
+ * BP_SCOPE_PLAYER in a rule grants access only to the player's own data: the token's
+ * `sub` must equal the route's {playerId}.
+ */
+#define BP_ACCESS_PUBLIC 0u
+#define BP_ACCESS_TOKEN (1u << 8)
+/** Player (self), service or admin: the rule of player-scoped reads. */
+#define BP_ACCESS_PLAYER_READ                                                                      \
+    (BP_ACCESS_TOKEN | BP_SCOPE_PLAYER | BP_SCOPE_SERVICE | BP_SCOPE_ADMIN)
+
+/** What verification checks; strings are borrowed. */
+typedef struct {
+    const char *hs256_secret; /**< NULL or "" rejects every token (never an empty key) */
+    const char *issuer;       /**< NULL or "" = `iss` not checked */
+    const char *audience;     /**< NULL or "" = `aud` not checked */
+    int64_t leeway_s;         /**< clock skew tolerated on exp/nbf, seconds (>= 0) */
+} bp_auth_config_t;
+
+/** The authenticated caller. */
+typedef struct {
+    char sub[BP_AUTH_SUB_MAX + 1];
+    unsigned scopes; /**< BP_SCOPE_* bits; unknown scope names are ignored */
+    int64_t exp_s;
+} bp_principal_t;
+
+/** Outcome of verification/authorization; every value but OK and FORBIDDEN means 401. */
+typedef enum {
+    BP_AUTH_OK = 0,
+    BP_AUTH_MISSING,       /**< no Authorization header */
+    BP_AUTH_MALFORMED,     /**< not "Bearer <jwt>", too long, not three base64url JSON parts */
+    BP_AUTH_BAD_ALG,       /**< alg is not HS256 (none, RS256, ...) */
+    BP_AUTH_BAD_SIGNATURE, /**< signature does not verify with the secret */
+    BP_AUTH_BAD_CLAIMS,    /**< exp or sub missing, claims of the wrong type */
+    BP_AUTH_EXPIRED,       /**< now >= exp */
+    BP_AUTH_NOT_YET_VALID, /**< now < nbf */
+    BP_AUTH_BAD_ISSUER,    /**< iss differs from the configured issuer */
+    BP_AUTH_BAD_AUDIENCE,  /**< aud (string or array) lacks the configured audience */
+    BP_AUTH_FORBIDDEN      /**< valid token without the right: 403 */
+} bp_auth_result_t;
+
+/**
+ * Verify the value of an Authorization header.
+ * @param header  the header value, NULL when absent (never logged)
+ * @param now_s   current time, seconds since the Unix epoch
+ * @param out     filled on BP_AUTH_OK, zeroed otherwise
+ * @param detail  out: a static, human-readable reason (for the problem's `detail`);
+ *                never contains token material
+ * @return BP_AUTH_OK or the reason for a 401.
+ */
+bp_auth_result_t bp_auth_verify(const bp_auth_config_t *cfg, const char *header, int64_t now_s,
+                                bp_principal_t *out, const char **detail);
+
+/**
+ * Apply a route's access rule (BP_ACCESS_*) to a verified principal.
+ * @param player_id the route's {playerId}, or NULL when it has none (then the player
+ *                  scope grants access without a self check)
+ * @param detail    out: static reason when forbidden
+ * @return BP_AUTH_OK or BP_AUTH_FORBIDDEN.
+ */
+bp_auth_result_t bp_auth_authorize(const bp_principal_t *p, unsigned access, const char *player_id,
+                                   const char **detail);
+
+/** @return the HTTP status of @p r: 200 for OK, 403 for FORBIDDEN, 401 otherwise. */
+int bp_auth_http_status(bp_auth_result_t r);
+
+/** @return a static slug naming @p r ("token-expired", ...) for the problem's `type`. */
+const char *bp_auth_result_slug(bp_auth_result_t r);
+
+#endif

@@ -1,0 +1,107 @@
+/** @file Request-scoped borrowing of store resources and the response helpers. */
+#include "http/request.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/log.h"
+#include "http/problem.h"
+
+const char *bp_http_req_param(const bp_http_req_t *req, const char *name)
+{
+    const char *v = req->match ? bp_route_param(req->match, name) : NULL;
+    return v ? v : "";
+}
+
+/** Borrow the request's pool slot once. @return BP_OK or BP_ERETRY (none free in time). */
+static bp_err_t req_slot(bp_http_req_t *req)
+{
+    if (req->conn)
+        return BP_OK;
+    bp_err_t err = bp_http_pool_acquire(req->env->pool, BP_HTTP_POOL_WAIT_MS, &req->conn);
+    if (err != BP_OK)
+        BP_LOG_WARN("no free store connection slot", "\"waitedMs\":%d", BP_HTTP_POOL_WAIT_MS);
+    return err;
+}
+
+bp_err_t bp_http_req_pg(bp_http_req_t *req, bp_pg_t **out)
+{
+    *out = NULL;
+    bp_err_t err = req_slot(req);
+    if (err != BP_OK)
+        return err;
+    return bp_http_conn_pg(req->conn, req->now_ms, out);
+}
+
+bp_cache_t *bp_http_req_cache(bp_http_req_t *req)
+{
+    if (req_slot(req) != BP_OK)
+        return NULL;
+    return bp_http_conn_cache(req->conn);
+}
+
+/** Ask the snapshot holder to reload when stale, from one request per check period. */
+static void maybe_refresh(bp_http_req_t *req)
+{
+    bp_http_env_t *env = req->env;
+    int64_t due = atomic_load_explicit(&env->next_seasons_check, memory_order_relaxed);
+    if (req->now_ms < due ||
+        !atomic_compare_exchange_strong(&env->next_seasons_check, &due,
+                                        req->now_ms + BP_HTTP_SEASONS_CHECK_MS))
+        return;
+    bp_pg_t *pg = NULL;
+    bp_err_t err = bp_http_req_pg(req, &pg);
+    if (err == BP_OK)
+        err = bp_seasons_refresh(env->seasons, pg, req->now_ms, 0);
+    if (err != BP_OK)
+        BP_LOG_DEBUG("season snapshot not refreshed, serving the loaded one", "\"error\":\"%s\"",
+                     bp_err_str(err));
+}
+
+const bp_season_list_t *bp_http_req_seasons(bp_http_req_t *req)
+{
+    if (!req->snap) {
+        maybe_refresh(req);
+        req->snap = bp_seasons_acquire(req->env->seasons);
+    }
+    return req->snap;
+}
+
+void bp_http_req_finish(bp_http_req_t *req)
+{
+    if (req->snap) {
+        bp_seasons_release(req->env->seasons, req->snap);
+        req->snap = NULL;
+    }
+    if (req->conn) {
+        bp_http_pool_release(req->env->pool, req->conn);
+        req->conn = NULL;
+    }
+}
+
+void bp_http_reply_owned(bp_http_req_t *req, int status, char *body, size_t len,
+                         const char *content_type)
+{
+    bp_http_resp_t *r = &req->resp;
+    free(r->body);
+    r->body = body;
+    r->body_len = body ? len : 0;
+    r->status = body ? status : 500;
+    r->content_type = body ? content_type : NULL;
+}
+
+void bp_http_reply_json(bp_http_req_t *req, int status, json_t *obj)
+{
+    char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    bp_http_reply_owned(req, status, text, text ? strlen(text) : 0, "application/json");
+}
+
+void bp_http_reply_problem(bp_http_req_t *req, int status, const char *slug, const char *detail)
+{
+    size_t len = 0;
+    char *text = bp_http_problem_json(status, slug, detail, &len);
+    bp_http_reply_owned(req, status, text, len, BP_PROBLEM_CONTENT_TYPE);
+    if (status == 401)
+        req->resp.www_authenticate = "Bearer realm=\"battlepass\"";
+}

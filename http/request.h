@@ -1,0 +1,101 @@
+/** @file What a route handler sees: the request, the server's shared resources borrowed
+ *  for the request's duration, and the response it fills; helpers to fill it. */
+#ifndef BP_REQUEST_H
+#define BP_REQUEST_H
+
+#include <jansson.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "http/auth.h"
+#include "http/pool.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "store/pg.h"
+#include "store/seasons.h"
+
+/** Least time between two season-snapshot freshness checks on the request path. */
+#define BP_HTTP_SEASONS_CHECK_MS 1000
+/** Longest wait for a free pool slot before answering 503. */
+#define BP_HTTP_POOL_WAIT_MS 2000
+
+/** Server-wide state shared by every request; owned by the server (http/server.c). */
+typedef struct {
+    const bp_http_config_t *cfg; /**< the server's copy */
+    bp_http_pool_t *pool;
+    bp_seasons_t *seasons;              /**< borrowed from the app */
+    _Atomic int64_t next_seasons_check; /**< ms; see BP_HTTP_SEASONS_CHECK_MS */
+    _Atomic int64_t next_ready_load;    /**< ms; /ready forces a first load at most 1/s */
+    atomic_bool seasons_loaded;         /**< a load from /ready has succeeded once */
+} bp_http_env_t;
+
+/** The response a handler fills. Strings other than body are static or outlive the request. */
+typedef struct {
+    int status; /**< 0 = not set (the server answers 500) */
+    char *body; /**< heap (free()), owned; NULL = empty */
+    size_t body_len;
+    const char *content_type;     /**< NULL = none */
+    const char *cache_control;    /**< NULL = none */
+    const char *www_authenticate; /**< set on 401 */
+    const char *allow;            /**< set on 405 */
+    int retry_after_s;            /**< > 0: Retry-After header (503, 429) */
+} bp_http_resp_t;
+
+/** One request as handlers see it. */
+typedef struct bp_http_req {
+    bp_http_env_t *env;
+    const char *method;
+    const char *path;
+    const bp_route_match_t *match;
+    const bp_principal_t *principal; /**< NULL on public routes */
+    int64_t now_ms;                  /**< wall clock at the start of the request */
+    const char *body;                /**< request body, NULL when empty; borrowed */
+    size_t body_len;
+    bp_http_resp_t resp;
+    /* Borrowed lazily by the helpers below, given back by bp_http_req_finish(). */
+    bp_http_conn_t *conn;
+    const bp_season_list_t *snap;
+} bp_http_req_t;
+
+/** @return the value of path param @p name (never NULL for a param of the route). */
+const char *bp_http_req_param(const bp_http_req_t *req, const char *name);
+
+/**
+ * The request's PostgreSQL connection: borrows a pool slot on first use (kept until
+ * bp_http_req_finish) and connects it if needed.
+ * @return BP_OK with *out borrowed for the request, BP_ERETRY (no slot free in time or the
+ *         database is unreachable), BP_ENOMEM.
+ */
+bp_err_t bp_http_req_pg(bp_http_req_t *req, bp_pg_t **out) BP_MUSTCHECK;
+
+/** @return the request's Redis client (borrowing a pool slot on first use), or NULL when
+ *  there is no cache or no slot was free (callers then read PostgreSQL). */
+bp_cache_t *bp_http_req_cache(bp_http_req_t *req);
+
+/**
+ * The season snapshot, acquired on first use and held until bp_http_req_finish(). At most
+ * once per BP_HTTP_SEASONS_CHECK_MS across all threads, asks the snapshot to reload if it
+ * is stale; a failed reload keeps the previous snapshot (logged by store/seasons).
+ * @return the snapshot (never NULL; may be empty).
+ */
+const bp_season_list_t *bp_http_req_seasons(bp_http_req_t *req);
+
+/** Give back what the request borrowed (pool slot, snapshot); the response stays. */
+void bp_http_req_finish(bp_http_req_t *req);
+
+/** Respond @p status with @p obj serialised compactly as application/json. Takes @p obj's
+ *  reference. On allocation failure the response becomes a bare 500. */
+void bp_http_reply_json(bp_http_req_t *req, int status, json_t *obj);
+
+/** Respond @p status with @p body (heap, ownership taken; NULL means out of memory: a bare
+ *  500) as @p content_type. */
+void bp_http_reply_owned(bp_http_req_t *req, int status, char *body, size_t len,
+                         const char *content_type);
+
+/** Respond with an application/problem+json body (http/problem.h); a previous body is
+ *  freed. @p slug and @p detail are copied. */
+void bp_http_reply_problem(bp_http_req_t *req, int status, const char *slug, const char *detail);
+
+#endif

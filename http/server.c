@@ -1,0 +1,392 @@
+/** @file The libmicrohttpd daemon: request lifecycle, routing, authentication, response
+ *  headers and request logging. Handlers live in routes_*.c. */
+#include "http/server.h"
+
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "app/log.h"
+#include "http/auth.h"
+#include "http/pool.h"
+#include "http/problem.h"
+#include "http/request.h"
+#include "http/router.h"
+#include "http/routes.h"
+
+/** Largest request body accepted; larger ones get 413. */
+#define BODY_MAX (64 * 1024)
+/** Idle keep-alive connections are closed after this many seconds. */
+#define CONNECTION_TIMEOUT_S 30u
+/** Upper bound of simultaneous connections (lowered to fit RLIMIT_NOFILE). */
+#define CONNECTION_LIMIT_MAX 10000u
+/** Tolerated clock skew on exp/nbf: none, tokens are short-lived and checked as issued. */
+#define JWT_LEEWAY_S 0
+
+struct bp_http {
+    bp_http_config_t cfg;
+    bp_http_env_t env;
+    bp_auth_config_t auth;
+    bp_http_route_t *routes;
+    size_t n_routes;
+    struct MHD_Daemon *daemon;
+};
+
+/** Per-request state kept by libmicrohttpd between calls of the access handler. */
+typedef struct {
+    char *body;
+    size_t len;
+    bool too_large;
+    struct timespec start;
+} conn_ctx_t;
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static long long elapsed_us(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)(now.tv_sec - start->tv_sec) * 1000000LL +
+           (now.tv_nsec - start->tv_nsec) / 1000;
+}
+
+/** Turn @p r into a libmicrohttpd response and queue it; the body moves to libmicrohttpd. */
+static enum MHD_Result queue_response(struct MHD_Connection *conn, bp_http_resp_t *r)
+{
+    if (r->status == 0) { /* a handler that could not even build its answer */
+        free(r->body);
+        r->body = NULL;
+        r->body_len = 0;
+        r->status = 500;
+        r->content_type = NULL;
+    }
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(r->body);
+        r->body = NULL;
+        return MHD_NO;
+    }
+    r->body = NULL;
+    bool ok = true;
+    if (r->content_type)
+        ok &=
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->content_type) == MHD_YES;
+    if (r->cache_control)
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, r->cache_control) ==
+              MHD_YES;
+    if (r->www_authenticate)
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                      r->www_authenticate) == MHD_YES;
+    if (r->allow)
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow) == MHD_YES;
+    if (r->retry_after_s > 0) {
+        char secs[16];
+        snprintf(secs, sizeof(secs), "%d", r->retry_after_s);
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs) == MHD_YES;
+    }
+    enum MHD_Result ret = ok ? MHD_queue_response(conn, (unsigned)r->status, resp) : MHD_NO;
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/** Check the token and the route's access rule; on failure fill the 401/403 response.
+ *  @return true when the handler may run. */
+static bool authenticate(bp_http_t *h, struct MHD_Connection *conn, bp_http_req_t *req,
+                         bp_principal_t *principal)
+{
+    unsigned access = req->match->route->access;
+    if (!(access & BP_ACCESS_TOKEN))
+        return true;
+    const char *detail = NULL;
+    const char *header =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    bp_auth_result_t r = bp_auth_verify(&h->auth, header, req->now_ms / 1000, principal, &detail);
+    if (r == BP_AUTH_OK) {
+        r = bp_auth_authorize(principal, access, bp_route_param(req->match, "playerId"), &detail);
+    }
+    if (r == BP_AUTH_OK) {
+        req->principal = principal;
+        return true;
+    }
+    bp_http_reply_problem(req, bp_auth_http_status(r), bp_auth_result_slug(r), detail);
+    /* RFC 6750 3: say why only when a token was presented. */
+    if (r != BP_AUTH_MISSING && r != BP_AUTH_FORBIDDEN)
+        req->resp.www_authenticate = "Bearer realm=\"battlepass\", error=\"invalid_token\"";
+    return false;
+}
+
+/** Route, authenticate and run the handler for a fully received request. */
+static enum MHD_Result dispatch(bp_http_t *h, struct MHD_Connection *conn, const char *url,
+                                const char *method, conn_ctx_t *ctx)
+{
+    bp_route_match_t m;
+    bp_principal_t principal;
+    bp_http_req_t req;
+    char detail[160];
+
+    memset(&req, 0, sizeof(req));
+    req.env = &h->env;
+    req.method = method;
+    req.path = url;
+    req.now_ms = wall_ms();
+    req.body = ctx->body;
+    req.body_len = ctx->len;
+
+    switch (bp_route_match(h->routes, h->n_routes, method, url, &m)) {
+    case BP_ROUTE_NOT_FOUND:
+        bp_http_reply_problem(&req, 404, "not-found", "no such resource");
+        break;
+    case BP_ROUTE_BAD_METHOD:
+        snprintf(detail, sizeof(detail), "this resource allows %s", m.allow);
+        bp_http_reply_problem(&req, 405, "method-not-allowed", detail);
+        req.resp.allow = m.allow;
+        break;
+    case BP_ROUTE_BAD_PARAM:
+        snprintf(detail, sizeof(detail), "%s must be 1 to %d characters of [A-Za-z0-9._:@-]",
+                 m.bad_param, BP_ID_MAX);
+        bp_http_reply_problem(&req, 400, "invalid-parameter", detail);
+        break;
+    case BP_ROUTE_FOUND:
+        req.match = &m;
+        if (ctx->too_large) {
+            bp_http_reply_problem(&req, 413, "body-too-large",
+                                  "request bodies are limited to 65536 bytes");
+        } else if (authenticate(h, conn, &req, &principal)) {
+            m.route->handler(&req);
+        }
+        break;
+    }
+    bp_http_req_finish(&req);
+
+    int status = req.resp.status ? req.resp.status : 500;
+    enum MHD_Result ret = queue_response(conn, &req.resp);
+    char path[256];
+    bp_log_str(path, sizeof(path), url);
+    if (status >= 500) {
+        BP_LOG_WARN("request failed", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d",
+                    m.route ? m.route->method : "-", path, status);
+    }
+    BP_LOG_DEBUG("request", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"us\":%lld",
+                 m.route ? m.route->method : "-", path, status, elapsed_us(&ctx->start));
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    bp_http_t *h = cls;
+    conn_ctx_t *ctx = *con_cls;
+    (void)version;
+
+    if (!ctx) {
+        /* First call: headers only. Answering now would make libmicrohttpd drop
+         * keep-alive (design §7), so the response is queued on a later call. */
+        ctx = calloc(1, sizeof(*ctx));
+        if (!ctx)
+            return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &ctx->start);
+        *con_cls = ctx;
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > BODY_MAX) {
+            /* Refuse before reading the body; closing the connection is right here. */
+            ctx->too_large = true;
+            return dispatch(h, conn, url, method, ctx);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (ctx->too_large)
+            return MHD_YES;
+        if (ctx->len + n > BODY_MAX) { /* chunked: only known now; drain, then 413 */
+            ctx->too_large = true;
+            free(ctx->body);
+            ctx->body = NULL;
+            ctx->len = 0;
+            return MHD_YES;
+        }
+        char *grown = realloc(ctx->body, ctx->len + n + 1);
+        if (!grown)
+            return MHD_NO;
+        memcpy(grown + ctx->len, upload_data, n);
+        ctx->len += n;
+        grown[ctx->len] = '\0';
+        ctx->body = grown;
+        return MHD_YES;
+    }
+    return dispatch(h, conn, url, method, ctx);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    conn_ctx_t *ctx = *con_cls;
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (ctx) {
+        free(ctx->body);
+        free(ctx);
+        *con_cls = NULL;
+    }
+}
+
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512], esc[600];
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    BP_LOG_WARN("libmicrohttpd", "\"detail\":\"%s\"", bp_log_str(esc, sizeof(esc), msg));
+}
+
+/** Concatenate the per-resource tables. @return BP_OK or BP_ENOMEM. */
+static bp_err_t build_routes(bp_http_t *h)
+{
+    const struct {
+        const bp_http_route_t *routes;
+        const size_t *n;
+    } tables[] = {
+        {bp_http_routes_health, &bp_http_routes_health_n},
+        {bp_http_routes_seasons, &bp_http_routes_seasons_n},
+        {bp_http_routes_progress, &bp_http_routes_progress_n},
+    };
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++)
+        total += *tables[i].n;
+    h->routes = calloc(total, sizeof(*h->routes));
+    if (!h->routes)
+        return BP_ENOMEM;
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        memcpy(h->routes + h->n_routes, tables[i].routes, *tables[i].n * sizeof(*h->routes));
+        h->n_routes += *tables[i].n;
+    }
+    return BP_OK;
+}
+
+/** @return the connection limit: CONNECTION_LIMIT_MAX or what the fd limit leaves. */
+static unsigned connection_limit(int threads)
+{
+    struct rlimit rl;
+    unsigned limit = CONNECTION_LIMIT_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        /* Leave room for listen/epoll/ITC fds and the store connections. */
+        rlim_t reserve = 64 + (rlim_t)threads * 8;
+        rlim_t room = rl.rlim_cur > reserve + 16 ? rl.rlim_cur - reserve : 16;
+        if (room < limit)
+            limit = (unsigned)room;
+    }
+    return limit;
+}
+
+bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
+{
+    bp_err_t err = BP_OK;
+    bp_http_t *h = NULL;
+    struct addrinfo hints, *ai = NULL;
+    char port[8];
+
+    *out = NULL;
+    if (!cfg || !cfg->seasons || !cfg->pg_dsn) {
+        BP_LOG_ERROR("HTTP server misconfigured: seasons and pg_dsn are required", NULL);
+        return BP_EFATAL;
+    }
+    h = calloc(1, sizeof(*h));
+    if (!h)
+        return BP_ENOMEM;
+    h->cfg = *cfg;
+    if (h->cfg.threads < 1)
+        h->cfg.threads = 1;
+    h->auth.hs256_secret = cfg->jwt_hs256_secret;
+    h->auth.issuer = cfg->jwt_issuer;
+    h->auth.audience = cfg->jwt_audience;
+    h->auth.leeway_s = JWT_LEEWAY_S;
+    if (!cfg->jwt_hs256_secret || !*cfg->jwt_hs256_secret)
+        BP_LOG_WARN("no JWT secret configured: authenticated routes will answer 401", NULL);
+    err = build_routes(h);
+    if (err != BP_OK)
+        goto out;
+    err = bp_http_pool_new(cfg->pg_dsn, cfg->redis_url, cfg->cache_ttl_s, h->cfg.threads,
+                           &h->env.pool);
+    if (err != BP_OK) {
+        BP_LOG_ERROR("HTTP store pool not created", "\"error\":\"%s\"", bp_err_str(err));
+        err = err == BP_ENOMEM ? BP_ENOMEM : BP_EFATAL;
+        goto out;
+    }
+    h->env.cfg = &h->cfg;
+    h->env.seasons = cfg->seasons;
+    atomic_init(&h->env.next_seasons_check, 0);
+    atomic_init(&h->env.next_ready_load, 0);
+    atomic_init(&h->env.seasons_loaded, false);
+
+    const char *host = cfg->listen_host && *cfg->listen_host ? cfg->listen_host : NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    snprintf(port, sizeof(port), "%u", (unsigned)cfg->port);
+    int gai = getaddrinfo(host, port, &hints, &ai);
+    if (gai != 0 || !ai) {
+        BP_LOG_ERROR("cannot resolve HTTP listen address", "\"host\":\"%s\",\"error\":\"%s\"",
+                     host ? host : "", gai_strerror(gai));
+        err = BP_EFATAL;
+        goto out;
+    }
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
+    flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    h->daemon = MHD_start_daemon(
+        flags, cfg->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->cfg.threads, MHD_OPTION_CONNECTION_LIMIT,
+        connection_limit(h->cfg.threads), MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
+    if (!h->daemon) {
+        BP_LOG_ERROR("cannot start the HTTP server", "\"host\":\"%s\",\"port\":%u",
+                     host ? host : "", (unsigned)cfg->port);
+        err = BP_EFATAL;
+        goto out;
+    }
+    BP_LOG_INFO("HTTP server listening",
+                "\"host\":\"%s\",\"port\":%u,\"threads\":%d,\"poll\":\"%s\"", host ? host : "",
+                (unsigned)cfg->port, h->cfg.threads, (flags & MHD_USE_EPOLL) ? "epoll" : "poll");
+out:
+    if (ai)
+        freeaddrinfo(ai);
+    if (err != BP_OK) {
+        bp_http_stop(h);
+        h = NULL;
+    }
+    *out = h;
+    return err;
+}
+
+void bp_http_stop(bp_http_t *h)
+{
+    if (!h)
+        return;
+    /* Joins the worker threads: handlers running now finish first. */
+    if (h->daemon)
+        MHD_stop_daemon(h->daemon);
+    bp_http_pool_destroy(h->env.pool);
+    free(h->routes);
+    free(h);
+}

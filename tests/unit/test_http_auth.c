@@ -1,0 +1,390 @@
+/** @file Unit tests of http/auth: token verification (tokens minted here with libjwt) and
+ *  the access rules of routes. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jwt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/auth.h"
+
+#define SECRET "test-secret-0123456789"
+#define NOW 1767225600LL /* 2026-01-01T00:00:00Z */
+
+static const bp_auth_config_t cfg = {SECRET, "bp-test", "battlepass", 0};
+
+/** Mint an HS256 (or @p alg) token over @p claims with @p secret. @return heap string. */
+static char *mint_alg(jwt_alg_t alg, const char *secret, const char *claims)
+{
+    jwt_t *j = NULL;
+    assert_int_equal(jwt_new(&j), 0);
+    assert_int_equal(jwt_add_grants_json(j, claims), 0);
+    assert_int_equal(jwt_set_alg(j, alg, (const unsigned char *)secret, (int)strlen(secret)), 0);
+    char *tok = jwt_encode_str(j);
+    assert_non_null(tok);
+    jwt_free(j);
+    return tok;
+}
+
+static char *mint(const char *secret, const char *claims)
+{
+    return mint_alg(JWT_ALG_HS256, secret, claims);
+}
+
+/** @return base64url (unpadded) of @p s, heap. */
+static char *b64url(const char *s)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t n = strlen(s), o = 0;
+    char *out = malloc(n * 4 / 3 + 4);
+    assert_non_null(out);
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)(unsigned char)s[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)(unsigned char)s[i + 1] << 8;
+        if (i + 2 < n)
+            v |= (uint32_t)(unsigned char)s[i + 2];
+        out[o++] = tab[(v >> 18) & 63];
+        out[o++] = tab[(v >> 12) & 63];
+        if (i + 1 < n)
+            out[o++] = tab[(v >> 6) & 63];
+        if (i + 2 < n)
+            out[o++] = tab[v & 63];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/** "Bearer " + @p tok into a heap string; frees @p tok. */
+static char *bearer(char *tok)
+{
+    size_t n = strlen(tok) + 8;
+    char *h = malloc(n);
+    assert_non_null(h);
+    snprintf(h, n, "Bearer %s", tok);
+    free(tok);
+    return h;
+}
+
+/** A token with the standard claims plus @p extra (JSON members, may be ""). */
+static char *std_claims(const char *sub, const char *scope, const char *extra)
+{
+    char *c = malloc(1024);
+    assert_non_null(c);
+    snprintf(c, 1024,
+             "{\"sub\":\"%s\",\"scope\":\"%s\",\"exp\":%lld,\"iss\":\"bp-test\","
+             "\"aud\":\"battlepass\"%s%s}",
+             sub, scope, NOW + 3600, *extra ? "," : "", extra);
+    return c;
+}
+
+static char *token_std(const char *sub, const char *scope)
+{
+    char *c = std_claims(sub, scope, "");
+    char *h = bearer(mint(SECRET, c));
+    free(c);
+    return h;
+}
+
+static char *token_claims(const char *claims)
+{
+    return bearer(mint(SECRET, claims));
+}
+
+typedef struct {
+    const char *name;
+    char *header; /* owned; NULL = no header */
+    bp_auth_result_t want;
+    int status;
+} auth_case_t;
+
+static void check_case(const auth_case_t *c)
+{
+    bp_principal_t p;
+    const char *detail = NULL;
+    bp_auth_result_t r = bp_auth_verify(&cfg, c->header, NOW, &p, &detail);
+    if (r != c->want)
+        fail_msg("%s: expected %s, got %s (%s)", c->name, bp_auth_result_slug(c->want),
+                 bp_auth_result_slug(r), detail ? detail : "-");
+    assert_non_null(detail);
+    assert_int_equal(bp_auth_http_status(r), c->status);
+    if (r != BP_AUTH_OK) {
+        assert_string_equal(p.sub, "");
+        assert_int_equal(p.scopes, 0);
+    }
+    /* The detail never echoes token material. */
+    if (c->header && strlen(c->header) > 20)
+        assert_null(strstr(detail, c->header + 7));
+}
+
+static void test_verify_table(void **state)
+{
+    (void)state;
+    char buf[1024];
+    auth_case_t cases[64];
+    size_t n = 0;
+#define CASE(nm, hdr, w, st) cases[n++] = (auth_case_t){nm, hdr, w, st}
+
+    CASE("valid player", token_std("p1", "player"), BP_AUTH_OK, 200);
+    CASE("valid service", token_std("gameplay", "service"), BP_AUTH_OK, 200);
+    CASE("valid admin", token_std("ops", "admin"), BP_AUTH_OK, 200);
+    CASE("several scopes", token_std("p1", "player  service"), BP_AUTH_OK, 200);
+    CASE("lower-case scheme", NULL, BP_AUTH_OK, 200);
+    {
+        char *h = token_std("p1", "player");
+        h[0] = 'b';
+        cases[n - 1].header = h;
+    }
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":[\"x\",\"battlepass\"]}",
+             NOW + 60);
+    CASE("aud array containing ours", token_claims(buf), BP_AUTH_OK, 200);
+    snprintf(
+        buf, sizeof(buf),
+        "{\"sub\":\"p1\",\"exp\":%lld,\"nbf\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}",
+        NOW + 60, NOW);
+    CASE("nbf now", token_claims(buf), BP_AUTH_OK, 200);
+
+    CASE("no header", NULL, BP_AUTH_MISSING, 401);
+    CASE("Basic scheme", strdup("Basic dXNlcjpwYXNz"), BP_AUTH_MALFORMED, 401);
+    CASE("Bearer without token", strdup("Bearer "), BP_AUTH_MALFORMED, 401);
+    CASE("BearerX", strdup("Bearerxyz"), BP_AUTH_MALFORMED, 401);
+    CASE("garbage", strdup("Bearer not-a-jwt"), BP_AUTH_MALFORMED, 401);
+    CASE("three garbage parts", strdup("Bearer a.b.c"), BP_AUTH_MALFORMED, 401);
+    CASE("four parts", strdup("Bearer eyJhIjoxfQ.eyJhIjoxfQ.abc.def"), BP_AUTH_MALFORMED, 401);
+    {
+        char *big = malloc(BP_AUTH_TOKEN_MAX + 100);
+        assert_non_null(big);
+        memset(big, 'A', BP_AUTH_TOKEN_MAX + 99);
+        memcpy(big, "Bearer ", 7);
+        big[20] = '.';
+        big[40] = '.';
+        big[BP_AUTH_TOKEN_MAX + 99] = '\0';
+        CASE("oversized", big, BP_AUTH_MALFORMED, 401);
+    }
+    {
+        char *pad = malloc(BP_AUTH_TOKEN_MAX + 1);
+        assert_non_null(pad);
+        memset(pad, 'x', BP_AUTH_TOKEN_MAX);
+        pad[BP_AUTH_TOKEN_MAX] = '\0';
+        char *claims = malloc(BP_AUTH_TOKEN_MAX + 256);
+        assert_non_null(claims);
+        snprintf(claims, BP_AUTH_TOKEN_MAX + 256,
+                 "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\","
+                 "\"pad\":\"%s\"}",
+                 NOW + 60, pad);
+        CASE("oversized but validly signed", token_claims(claims), BP_AUTH_MALFORMED, 401);
+        free(pad);
+        free(claims);
+    }
+    {
+        char *c = std_claims("p1", "player", "");
+        CASE("wrong secret", bearer(mint("another-secret", c)), BP_AUTH_BAD_SIGNATURE, 401);
+        CASE("HS512", bearer(mint_alg(JWT_ALG_HS512, SECRET, c)), BP_AUTH_BAD_ALG, 401);
+        /* alg none, built by hand: header . payload . empty signature */
+        char *h = b64url("{\"alg\":\"none\",\"typ\":\"JWT\"}");
+        char *p = b64url(c);
+        snprintf(buf, sizeof(buf), "Bearer %s.%s.", h, p);
+        CASE("alg none", strdup(buf), BP_AUTH_BAD_ALG, 401);
+        free(h);
+        h = b64url("{\"typ\":\"JWT\"}");
+        snprintf(buf, sizeof(buf), "Bearer %s.%s.", h, p);
+        CASE("no alg", strdup(buf), BP_AUTH_BAD_ALG, 401);
+        free(h);
+        /* A valid signature over other claims, payload swapped for an admin one. */
+        char *good = mint(SECRET, c);
+        char *admin = std_claims("p1", "admin", "");
+        char *ap = b64url(admin);
+        char *dot1 = strchr(good, '.'), *dot2 = strchr(dot1 + 1, '.');
+        *dot1 = '\0';
+        snprintf(buf, sizeof(buf), "Bearer %s.%s%s", good, ap, dot2);
+        CASE("payload swapped", strdup(buf), BP_AUTH_BAD_SIGNATURE, 401);
+        free(good);
+        free(admin);
+        free(ap);
+        free(p);
+        free(c);
+    }
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}",
+             NOW - 3600);
+    CASE("expired", token_claims(buf), BP_AUTH_EXPIRED, 401);
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}", NOW);
+    CASE("expires exactly now", token_claims(buf), BP_AUTH_EXPIRED, 401);
+    snprintf(
+        buf, sizeof(buf),
+        "{\"sub\":\"p1\",\"exp\":%lld,\"nbf\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}",
+        NOW + 3600, NOW + 600);
+    CASE("nbf in the future", token_claims(buf), BP_AUTH_NOT_YET_VALID, 401);
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"evil\",\"aud\":\"battlepass\"}", NOW + 60);
+    CASE("wrong iss", token_claims(buf), BP_AUTH_BAD_ISSUER, 401);
+    snprintf(buf, sizeof(buf), "{\"sub\":\"p1\",\"exp\":%lld,\"aud\":\"battlepass\"}", NOW + 60);
+    CASE("no iss", token_claims(buf), BP_AUTH_BAD_ISSUER, 401);
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"other\"}", NOW + 60);
+    CASE("wrong aud", token_claims(buf), BP_AUTH_BAD_AUDIENCE, 401);
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":[\"a\",\"b\"]}", NOW + 60);
+    CASE("aud array without ours", token_claims(buf), BP_AUTH_BAD_AUDIENCE, 401);
+    snprintf(buf, sizeof(buf), "{\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}",
+             NOW + 60);
+    CASE("missing sub", token_claims(buf), BP_AUTH_BAD_CLAIMS, 401);
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}", NOW + 60);
+    CASE("empty sub", token_claims(buf), BP_AUTH_BAD_CLAIMS, 401);
+    CASE("missing exp", token_claims("{\"sub\":\"p1\",\"iss\":\"bp-test\",\"aud\":\"battlepass\"}"),
+         BP_AUTH_BAD_CLAIMS, 401);
+    CASE("exp not a number",
+         token_claims(
+             "{\"sub\":\"p1\",\"exp\":\"tomorrow\",\"iss\":\"bp-test\",\"aud\":\"battlepass\"}"),
+         BP_AUTH_BAD_CLAIMS, 401);
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"scope\":[\"admin\"],\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":"
+             "\"battlepass\"}",
+             NOW + 60);
+    CASE("scope not a string", token_claims(buf), BP_AUTH_BAD_CLAIMS, 401);
+#undef CASE
+    assert_true(n <= sizeof(cases) / sizeof(cases[0]));
+    for (size_t i = 0; i < n; i++) {
+        check_case(&cases[i]);
+        free(cases[i].header);
+    }
+}
+
+static void test_principal(void **state)
+{
+    (void)state;
+    bp_principal_t p;
+    const char *detail;
+    char *h = token_std("p1", "player admin bogus");
+    assert_int_equal(bp_auth_verify(&cfg, h, NOW, &p, &detail), BP_AUTH_OK);
+    assert_string_equal(p.sub, "p1");
+    assert_int_equal(p.scopes, BP_SCOPE_PLAYER | BP_SCOPE_ADMIN);
+    assert_int_equal(p.exp_s, NOW + 3600);
+    free(h);
+}
+
+static void test_unchecked_iss_aud(void **state)
+{
+    (void)state;
+    bp_auth_config_t open = {SECRET, "", NULL, 0};
+    bp_principal_t p;
+    const char *detail;
+    char claims[128];
+    snprintf(claims, sizeof(claims), "{\"sub\":\"p1\",\"exp\":%lld}", NOW + 60);
+    char *h = token_claims(claims);
+    assert_int_equal(bp_auth_verify(&open, h, NOW, &p, &detail), BP_AUTH_OK);
+    assert_int_equal(p.scopes, 0);
+    free(h);
+}
+
+static void test_empty_secret_rejects(void **state)
+{
+    (void)state;
+    bp_auth_config_t none = {"", NULL, NULL, 0};
+    bp_principal_t p;
+    const char *detail;
+    char *h = token_std("p1", "admin");
+    assert_int_equal(bp_auth_verify(&none, h, NOW, &p, &detail), BP_AUTH_BAD_SIGNATURE);
+    none.hs256_secret = NULL;
+    assert_int_equal(bp_auth_verify(&none, h, NOW, &p, &detail), BP_AUTH_BAD_SIGNATURE);
+    free(h);
+}
+
+static void test_leeway(void **state)
+{
+    (void)state;
+    bp_auth_config_t lax = cfg;
+    lax.leeway_s = 30;
+    bp_principal_t p;
+    const char *detail;
+    char claims[256];
+    snprintf(
+        claims, sizeof(claims),
+        "{\"sub\":\"p1\",\"exp\":%lld,\"nbf\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}",
+        NOW - 10, NOW + 10);
+    char *h = token_claims(claims);
+    assert_int_equal(bp_auth_verify(&lax, h, NOW, &p, &detail), BP_AUTH_OK);
+    assert_int_equal(bp_auth_verify(&lax, h, NOW + 40, &p, &detail), BP_AUTH_EXPIRED);
+    assert_int_equal(bp_auth_verify(&lax, h, NOW - 50, &p, &detail), BP_AUTH_NOT_YET_VALID);
+    assert_int_equal(bp_auth_verify(&cfg, h, NOW, &p, &detail), BP_AUTH_EXPIRED);
+    free(h);
+}
+
+static void test_authorize_table(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *sub;
+        unsigned scopes;
+        unsigned access;
+        const char *player;
+        bp_auth_result_t want;
+    } cases[] = {
+        {"p1", BP_SCOPE_PLAYER, BP_ACCESS_PLAYER_READ, "p1", BP_AUTH_OK},
+        {"p1", BP_SCOPE_PLAYER, BP_ACCESS_PLAYER_READ, "p2", BP_AUTH_FORBIDDEN},
+        {"p1", BP_SCOPE_PLAYER, BP_ACCESS_PLAYER_READ, "P1", BP_AUTH_FORBIDDEN},
+        {"gameplay", BP_SCOPE_SERVICE, BP_ACCESS_PLAYER_READ, "p2", BP_AUTH_OK},
+        {"ops", BP_SCOPE_ADMIN, BP_ACCESS_PLAYER_READ, "p2", BP_AUTH_OK},
+        {"p1", 0, BP_ACCESS_PLAYER_READ, "p1", BP_AUTH_FORBIDDEN},
+        {"p1", 0, BP_ACCESS_TOKEN, NULL, BP_AUTH_OK},
+        {"p1", BP_SCOPE_PLAYER, BP_ACCESS_TOKEN, "p2", BP_AUTH_OK},
+        {"p1", BP_SCOPE_PLAYER, BP_ACCESS_TOKEN | BP_SCOPE_ADMIN, NULL, BP_AUTH_FORBIDDEN},
+        {"p1", BP_SCOPE_SERVICE, BP_ACCESS_TOKEN | BP_SCOPE_ADMIN, NULL, BP_AUTH_FORBIDDEN},
+        {"ops", BP_SCOPE_ADMIN, BP_ACCESS_TOKEN | BP_SCOPE_ADMIN, NULL, BP_AUTH_OK},
+        /* claim rule of the design: player (self) and service, not admin */
+        {"ops", BP_SCOPE_ADMIN, BP_ACCESS_TOKEN | BP_SCOPE_PLAYER | BP_SCOPE_SERVICE, "p1",
+         BP_AUTH_FORBIDDEN},
+        {"p1", BP_SCOPE_PLAYER, BP_ACCESS_TOKEN | BP_SCOPE_PLAYER, NULL, BP_AUTH_OK},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        bp_principal_t p = {.scopes = cases[i].scopes};
+        snprintf(p.sub, sizeof(p.sub), "%s", cases[i].sub);
+        const char *detail = NULL;
+        bp_auth_result_t r = bp_auth_authorize(&p, cases[i].access, cases[i].player, &detail);
+        if (r != cases[i].want)
+            fail_msg("case %zu: expected %s, got %s", i, bp_auth_result_slug(cases[i].want),
+                     bp_auth_result_slug(r));
+        assert_non_null(detail);
+        assert_int_equal(bp_auth_http_status(r), r == BP_AUTH_OK ? 200 : 403);
+    }
+    const char *detail = NULL;
+    assert_int_equal(bp_auth_authorize(NULL, BP_ACCESS_PUBLIC, NULL, &detail), BP_AUTH_OK);
+    assert_int_equal(bp_auth_authorize(NULL, BP_ACCESS_TOKEN, NULL, &detail), BP_AUTH_MISSING);
+}
+
+/* End to end: a player token reading another player's data is authenticated, then
+ * forbidden. */
+static void test_player_reads_other_player(void **state)
+{
+    (void)state;
+    bp_principal_t p;
+    const char *detail;
+    char *h = token_std("alice", "player");
+    assert_int_equal(bp_auth_verify(&cfg, h, NOW, &p, &detail), BP_AUTH_OK);
+    assert_int_equal(bp_auth_authorize(&p, BP_ACCESS_PLAYER_READ, "bob", &detail),
+                     BP_AUTH_FORBIDDEN);
+    assert_int_equal(bp_auth_authorize(&p, BP_ACCESS_PLAYER_READ, "alice", &detail), BP_AUTH_OK);
+    free(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_verify_table),
+        cmocka_unit_test(test_principal),
+        cmocka_unit_test(test_unchecked_iss_aud),
+        cmocka_unit_test(test_empty_secret_rejects),
+        cmocka_unit_test(test_leeway),
+        cmocka_unit_test(test_authorize_table),
+        cmocka_unit_test(test_player_reads_other_player),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
