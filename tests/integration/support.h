@@ -1,0 +1,105 @@
+/** @file Helpers shared by the integration tests: environment, a private database, the
+ *  daemon as a child process, Kafka produce/consume, HTTP GET and JWT minting. */
+#ifndef BP_IT_SUPPORT_H
+#define BP_IT_SUPPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/event.h"
+#include "core/season.h"
+
+/** Services of scripts/services, read from the environment (.run/test/env). */
+typedef struct {
+    const char *bootstrap;
+    const char *pg_dsn; /**< server DSN (database battlepass) */
+    const char *redis_url;
+    const char *secret;
+    const char *daemon; /**< path of battlepassd */
+    const char *source_dir;
+    char db_dsn[512]; /**< DSN of this test's own database */
+    char db_name[64];
+    uint16_t http_port;
+} it_env_t;
+
+/**
+ * Read the environment. @return true when the services are there; false (and a message on
+ * stderr) when not: the caller skips, or fails when BP_REQUIRE_SERVICES=1.
+ */
+bool it_env_load(it_env_t *env, const char *test_name, uint16_t http_port);
+
+/** Create (drop first) this test's database, run `battlepassd migrate` on it and import
+ *  @p season_file with --starts-now. @return true on success. */
+bool it_db_prepare(it_env_t *env, const char *season_file);
+
+/** Run one SQL query on the test database; @return its first value as an integer
+ *  (-1 on error). */
+long long it_sql_int(const it_env_t *env, const char *sql);
+
+/** Start `battlepassd serve` with the test database, its HTTP port and @p group.
+ *  Extra "KEY=value" settings may be given in @p extra (NULL-terminated, may be NULL).
+ *  stdout/stderr go to @p log_path. @return the pid, or -1. */
+pid_t it_daemon_start(const it_env_t *env, const char *group, const char *const *extra,
+                      const char *log_path);
+/** Send @p sig and wait up to @p timeout_ms for the exit. @return exit status (0..255),
+ *  128+signal when killed by a signal, -1 on timeout. */
+int it_daemon_stop(pid_t pid, int sig, int timeout_ms);
+/** Wait until GET /health answers 200, at most @p timeout_ms. */
+bool it_http_wait(uint16_t port, int timeout_ms);
+
+/** A Kafka producer for test input. */
+typedef struct it_producer it_producer_t;
+it_producer_t *it_producer_new(const it_env_t *env);
+/** Produce one XpEvent encoded with the project's codec (schemas/avro). */
+void it_produce_xp(it_producer_t *p, const bp_xp_event_t *ev);
+/** Produce raw bytes with a key. */
+void it_produce_raw(it_producer_t *p, const char *topic, const char *key, const void *buf,
+                    size_t len);
+void it_producer_destroy(it_producer_t *p); /**< flushes first */
+
+/** A message read back from a topic. */
+typedef struct {
+    char *key;
+    void *value;
+    size_t len;
+    char *error_header; /**< DLQ header `error`, or NULL */
+    char *source_offset;
+} it_msg_t;
+
+/** Read every message currently in @p topic (all partitions, beginning to end).
+ *  @return the count; *out is malloc'd (free with it_msgs_free). */
+size_t it_consume_all(const it_env_t *env, const char *topic, it_msg_t **out);
+void it_msgs_free(it_msg_t *m, size_t n);
+
+/**
+ * Read battlepass.level-ups until it holds every id of @p want (sorted, distinct) among the
+ * LevelUp events of players whose id starts with @p prefix, or @p timeout_ms passes.
+ * Each event is checked for consistency (previousLevel + 1 == newLevel, key == playerId).
+ * @return the number of distinct ids seen for the prefix; *unexpected counts ids seen that
+ *         are not in @p want.
+ */
+size_t it_levelups_wait(const it_env_t *env, const char *prefix, char **want, size_t n_want,
+                        int timeout_ms, size_t *unexpected);
+
+/** Build the sorted expected LevelUp ids for players @p names with @p totals. */
+char **it_levelups_expected(const bp_season_t *s, const char *season_id, char **names,
+                            const int64_t *totals, size_t n_players, size_t *n_out);
+void it_strv_free(char **v, size_t n);
+
+/** GET @p path on the daemon with an optional bearer token. @return HTTP status, or -1.
+ *  The body (NUL-terminated) goes to @p body when not NULL. */
+int it_http_get(uint16_t port, const char *path, const char *token, char *body, size_t body_len);
+
+/** Mint an HS256 token. @p exp_offset_s relative to now; @p sub or @p scope may be NULL
+ *  to leave the claim out. @return a malloc'd string. */
+char *it_jwt(const char *secret, const char *sub, const char *scope, long exp_offset_s);
+
+/** Load a season definition file into @p s (for computing expected levels). */
+bool it_season_load(const char *path, bp_season_t *s);
+
+/** Milliseconds since the epoch. */
+int64_t it_now_ms(void);
+
+#endif
