@@ -1,0 +1,629 @@
+/** @file Redis progress cache and real-time publication over one synchronous hiredis
+ *  connection (RESP2), connected lazily and dropped on any I/O error. Not thread-safe:
+ *  one bp_cache_t per thread. */
+#include "store/cache.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app/log.h"
+
+#define CONNECT_TIMEOUT_US 200000
+#define COMMAND_TIMEOUT_US 500000
+/* After a failed connect (or a command timeout) calls fail fast for this long, so a dead
+ * Redis costs the hot path nothing. */
+#define RECONNECT_AFTER_MS 1000
+/* Commands sent before their replies are read: bounds hiredis's buffers on huge batches. */
+#define PIPELINE_CHUNK 512
+#define HOST_MAX 255
+#define KEY_MAX (sizeof("bp:progress:{}:") + 2 * BP_ID_MAX)
+/* Escaped ids may grow up to 6x (\u00XX); bp_log_str needs 7 bytes of headroom. */
+#define ESC_MAX (6 * BP_ID_MAX + 8)
+
+/*
+ * Monotonic upsert of one progress hash. KEYS[1] = hash; ARGV = totalXp, level, updatedAt,
+ * premium ("" leaves it alone, "0"/"1" sets it; "1" always wins since a pass once granted
+ * stays granted), TTL seconds, channel ("" = no publication), message.
+ * XP fields change only when the cached totalXp is absent or lower, and only such a change
+ * is published: a late writer can neither regress the cache nor the subscribers.
+ * Returns 1 when the XP fields were written.
+ */
+static const char SCRIPT[] =
+    "local cur = redis.call('HGET', KEYS[1], 'totalXp')\n"
+    "local applied = 0\n"
+    "if not cur or not tonumber(cur) or tonumber(cur) < tonumber(ARGV[1]) then\n"
+    "  redis.call('HSET', KEYS[1], 'totalXp', ARGV[1], 'level', ARGV[2], 'updatedAt', ARGV[3])\n"
+    "  applied = 1\n"
+    "end\n"
+    "if ARGV[4] == '1' or (ARGV[4] == '0' and redis.call('HEXISTS', KEYS[1], 'premium') == 0) "
+    "then\n"
+    "  redis.call('HSET', KEYS[1], 'premium', ARGV[4])\n"
+    "end\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
+    "if applied == 1 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end\n"
+    "return applied\n";
+
+struct bp_cache {
+    char host[HOST_MAX + 1];
+    int port;
+    int db;
+    char *user;     /* NULL: AUTH with the password only */
+    char *password; /* NULL: no AUTH; never logged */
+    int ttl_s;
+    redisContext *ctx; /* NULL while disconnected */
+    char sha[48];      /* SHA1 of SCRIPT as returned by SCRIPT LOAD */
+    int64_t next_connect_ms;
+    bool down; /* unreachability already logged; cleared (and logged) on reconnect */
+};
+
+/* One EVAL(SHA) of SCRIPT, fully formatted. */
+typedef struct {
+    char key[KEY_MAX];
+    long long total_xp;
+    int level;
+    long long updated_at;
+    const char *premium;
+    char channel[sizeof("bp:progress:") + BP_ID_MAX];
+    char msg[2 * ESC_MAX + 96];
+} item_t;
+
+/* Produces item @p i of a pipeline; false skips it. */
+typedef bool (*item_fn)(const void *arg, size_t i, item_t *it);
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* hiredis writes with write(2): a peer that went away would raise SIGPIPE and kill the
+ * process. Block it around our I/O and swallow one we caused, leaving the process's signal
+ * disposition alone (a library must not change it). */
+typedef struct {
+    sigset_t old;
+    bool was_pending;
+} sigpipe_guard_t;
+
+static void sigpipe_block(sigpipe_guard_t *g)
+{
+    sigset_t set, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pend);
+    sigpending(&pend);
+    g->was_pending = sigismember(&pend, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+static void sigpipe_restore(sigpipe_guard_t *g)
+{
+    sigset_t set, pend;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pend);
+    if (!g->was_pending && sigpending(&pend) == 0 && sigismember(&pend, SIGPIPE) == 1) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+/* Decode %XX escapes of a URL userinfo part into a new string. @return NULL on bad input
+ * or allocation failure. */
+static char *url_decode(const char *s, size_t n)
+{
+    char *out = malloc(n + 1);
+    size_t o = 0;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            unsigned v;
+            char hex[3] = {0};
+            if (i + 2 >= n)
+                goto bad;
+            hex[0] = s[i + 1];
+            hex[1] = s[i + 2];
+            if (!hex[0] || !hex[1] || sscanf(hex, "%2x", &v) != 1 || v == 0)
+                goto bad;
+            out[o++] = (char)v;
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+bad:
+    free(out);
+    return NULL;
+}
+
+/* Parse a decimal in [lo, hi] spanning exactly s[0..n). */
+static bool parse_num(const char *s, size_t n, long lo, long hi, long *out)
+{
+    long v = 0;
+    if (n == 0 || n > 10)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* redis://[[user]:password@]host[:port][/db] into @p c. @return BP_OK, BP_EINVAL, BP_ENOMEM. */
+static bp_err_t parse_url(bp_cache_t *c, const char *url)
+{
+    static const char scheme[] = "redis://";
+    long v;
+    if (!url || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return BP_EINVAL;
+    const char *p = url + sizeof(scheme) - 1;
+    const char *slash = strchr(p, '/');
+    const char *end = slash ? slash : p + strlen(p);
+    const char *at = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            at = q; /* the last one: an unescaped '@' in a password still works */
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (colon > p && !(c->user = url_decode(p, (size_t)(colon - p))))
+                return BP_EINVAL;
+            c->password = url_decode(colon + 1, (size_t)(at - colon - 1));
+        } else { /* "password@host": no user name */
+            c->password = url_decode(p, (size_t)(at - p));
+        }
+        if (!c->password || !c->password[0])
+            return BP_EINVAL;
+        p = at + 1;
+    }
+    const char *hs = p, *he;
+    if (*p == '[') { /* [IPv6] */
+        hs = p + 1;
+        he = memchr(hs, ']', (size_t)(end - hs));
+        if (!he)
+            return BP_EINVAL;
+        p = he + 1;
+    } else {
+        he = memchr(p, ':', (size_t)(end - p));
+        if (!he)
+            he = end;
+        p = he;
+    }
+    if (he == hs || (size_t)(he - hs) > HOST_MAX)
+        return BP_EINVAL;
+    memcpy(c->host, hs, (size_t)(he - hs));
+    c->host[he - hs] = '\0';
+    c->port = 6379;
+    if (p < end) {
+        if (*p != ':' || !parse_num(p + 1, (size_t)(end - p - 1), 1, 65535, &v))
+            return BP_EINVAL;
+        c->port = (int)v;
+    }
+    c->db = 0;
+    if (slash && slash[1]) {
+        if (!parse_num(slash + 1, strlen(slash + 1), 0, INT_MAX, &v))
+            return BP_EINVAL;
+        c->db = (int)v;
+    }
+    return BP_OK;
+}
+
+bp_err_t bp_cache_new(const char *url, int ttl_s, bp_cache_t **out)
+{
+    bp_err_t rc = BP_OK;
+    bp_cache_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        rc = BP_ENOMEM;
+        goto out;
+    }
+    if (ttl_s <= 0) {
+        rc = BP_EINVAL;
+        goto out;
+    }
+    c->ttl_s = ttl_s;
+    rc = parse_url(c, url);
+
+out:
+    if (rc != BP_OK) {
+        bp_cache_destroy(c);
+        c = NULL;
+    }
+    *out = c;
+    return rc;
+}
+
+static void drop(bp_cache_t *c)
+{
+    if (c->ctx) {
+        redisFree(c->ctx);
+        c->ctx = NULL;
+    }
+}
+
+void bp_cache_destroy(bp_cache_t *c)
+{
+    if (!c)
+        return;
+    drop(c);
+    free(c->user);
+    if (c->password) {
+        memset(c->password, 0, strlen(c->password));
+        free(c->password);
+    }
+    free(c);
+}
+
+static void log_down(bp_cache_t *c, const char *what, const char *detail)
+{
+    char hb[HOST_MAX * 6 + 8], db[256];
+    if (c->down)
+        return; /* said once per outage */
+    c->down = true;
+    BP_LOG_WARN("redis unavailable, cache bypassed", "\"host\":\"%s\",\"port\":%d,\"%s\":\"%s\"",
+                bp_log_str(hb, sizeof(hb), c->host), c->port, what,
+                bp_log_str(db, sizeof(db), detail ? detail : "unknown"));
+}
+
+/* Run one setup command on the fresh context; a reply error or I/O error fails. */
+static bool setup_cmd(bp_cache_t *c, redisContext *ctx, redisReply **keep, int argc,
+                      const char **argv)
+{
+    redisReply *r = redisCommandArgv(ctx, argc, argv, NULL);
+    if (!r) {
+        log_down(c, "error", ctx->errstr);
+        return false;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* The error text of AUTH never contains the password. */
+        log_down(c, "error", r->str);
+        freeReplyObject(r);
+        return false;
+    }
+    if (keep)
+        *keep = r;
+    else
+        freeReplyObject(r);
+    return true;
+}
+
+/* Connect, AUTH, SELECT and SCRIPT LOAD. On failure the context is dropped and no new
+ * attempt is made for RECONNECT_AFTER_MS. @return BP_OK or BP_ERETRY. */
+static bp_err_t connect_now(bp_cache_t *c)
+{
+    bp_err_t rc = BP_ERETRY;
+    redisReply *sha = NULL;
+    char dbs[16];
+    int64_t now = mono_ms();
+    if (now < c->next_connect_ms)
+        return BP_ERETRY;
+
+    struct timeval tv = {0, CONNECT_TIMEOUT_US};
+    redisContext *ctx = redisConnectWithTimeout(c->host, c->port, tv);
+    if (!ctx || ctx->err) {
+        log_down(c, "error", ctx ? ctx->errstr : "out of memory");
+        goto out;
+    }
+    struct timeval cmd_tv = {0, COMMAND_TIMEOUT_US};
+    if (redisSetTimeout(ctx, cmd_tv) != REDIS_OK) {
+        log_down(c, "error", ctx->errstr);
+        goto out;
+    }
+    if (c->password) {
+        const char *auth_user[] = {"AUTH", c->user ? c->user : "", c->password};
+        const char *auth[] = {"AUTH", c->password};
+        if (!(c->user ? setup_cmd(c, ctx, NULL, 3, auth_user) : setup_cmd(c, ctx, NULL, 2, auth)))
+            goto out;
+    }
+    if (c->db != 0) {
+        snprintf(dbs, sizeof(dbs), "%d", c->db);
+        const char *sel[] = {"SELECT", dbs};
+        if (!setup_cmd(c, ctx, NULL, 2, sel))
+            goto out;
+    }
+    const char *load[] = {"SCRIPT", "LOAD", SCRIPT};
+    if (!setup_cmd(c, ctx, &sha, 3, load))
+        goto out;
+    if (sha->type != REDIS_REPLY_STRING || sha->len == 0 || (size_t)sha->len >= sizeof(c->sha)) {
+        log_down(c, "error", "unexpected SCRIPT LOAD reply");
+        goto out;
+    }
+    memcpy(c->sha, sha->str, (size_t)sha->len);
+    c->sha[sha->len] = '\0';
+    c->ctx = ctx;
+    ctx = NULL;
+    if (c->down) {
+        char hb[HOST_MAX * 6 + 8];
+        BP_LOG_INFO("redis reachable again", "\"host\":\"%s\",\"port\":%d",
+                    bp_log_str(hb, sizeof(hb), c->host), c->port);
+        c->down = false;
+    }
+    rc = BP_OK;
+
+out:
+    if (rc != BP_OK)
+        c->next_connect_ms = now + RECONNECT_AFTER_MS;
+    if (sha)
+        freeReplyObject(sha);
+    if (ctx)
+        redisFree(ctx);
+    return rc;
+}
+
+/* The connection failed under us: drop it. @return true when it may just have been
+ * stale (reset, closed) so that one immediate reconnect is worth it; false for a timeout,
+ * after which calls fail fast for RECONNECT_AFTER_MS. */
+static bool io_failed(bp_cache_t *c, int err)
+{
+    bool timeout = c->ctx && c->ctx->err == REDIS_ERR_IO &&
+                   (err == EAGAIN || err == EWOULDBLOCK || err == ETIMEDOUT);
+    log_down(c, "error", c->ctx ? c->ctx->errstr : "connection lost");
+    drop(c);
+    if (timeout)
+        c->next_connect_ms = mono_ms() + RECONNECT_AFTER_MS;
+    return !timeout;
+}
+
+static int append_item(bp_cache_t *c, const item_t *it, bool eval)
+{
+    if (eval)
+        return redisAppendCommand(c->ctx, "EVAL %s 1 %s %lld %d %lld %s %d %s %s", SCRIPT, it->key,
+                                  it->total_xp, it->level, it->updated_at, it->premium, c->ttl_s,
+                                  it->channel, it->msg);
+    return redisAppendCommand(c->ctx, "EVALSHA %s 1 %s %lld %d %lld %s %d %s %s", c->sha, it->key,
+                              it->total_xp, it->level, it->updated_at, it->premium, c->ttl_s,
+                              it->channel, it->msg);
+}
+
+/*
+ * Send items [0, n) in pipelined chunks and read every reply. Items refused with NOSCRIPT
+ * (script cache flushed) are re-sent with EVAL and the script is loaded again.
+ * @param stale out: set when the connection broke and one reconnect is worth trying
+ * @return BP_OK; BP_ERETRY on an I/O error (connection dropped) or when Redis refused a
+ *         command (logged; the connection stays usable).
+ */
+static bp_err_t pipeline(bp_cache_t *c, size_t n, item_fn fn, const void *arg, bool *stale)
+{
+    bp_err_t rc = BP_OK;
+    size_t noscript[PIPELINE_CHUNK];
+    item_t it;
+    for (size_t base = 0; base < n; base += PIPELINE_CHUNK) {
+        size_t cnt = n - base < PIPELINE_CHUNK ? n - base : PIPELINE_CHUNK;
+        size_t sent = 0, n_noscript = 0;
+        for (int round = 0; round < 2; round++) {
+            size_t todo = round == 0 ? cnt : n_noscript;
+            if (round == 1 && todo == 0)
+                break;
+            sent = 0;
+            for (size_t k = 0; k < todo; k++) {
+                size_t i = round == 0 ? base + k : noscript[k];
+                if (!fn(arg, i, &it))
+                    continue;
+                if (append_item(c, &it, round == 1) != REDIS_OK) {
+                    *stale = false;
+                    io_failed(c, errno); /* half a pipeline is queued: start over */
+                    return BP_ERETRY;
+                }
+                if (round == 0)
+                    noscript[sent] = i; /* remember what reply j is for */
+                sent++;
+            }
+            if (round == 1) { /* so the next calls can use EVALSHA again */
+                const char *load[] = {"SCRIPT", "LOAD", SCRIPT};
+                if (redisAppendCommandArgv(c->ctx, 3, load, NULL) != REDIS_OK) {
+                    *stale = false;
+                    io_failed(c, errno);
+                    return BP_ERETRY;
+                }
+            }
+            size_t replies = sent + (round == 1 ? 1 : 0), kept = 0;
+            for (size_t j = 0; j < replies; j++) {
+                redisReply *r = NULL;
+                if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK) {
+                    *stale = io_failed(c, errno);
+                    return BP_ERETRY;
+                }
+                if (r && r->type == REDIS_REPLY_ERROR) {
+                    if (round == 0 && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+                        noscript[kept++] = noscript[j];
+                    } else {
+                        char eb[256];
+                        if (rc == BP_OK)
+                            BP_LOG_WARN("redis refused a cache update", "\"error\":\"%s\"",
+                                        bp_log_str(eb, sizeof(eb), r->str));
+                        rc = BP_ERETRY;
+                    }
+                }
+                freeReplyObject(r);
+            }
+            n_noscript = kept;
+        }
+    }
+    return rc;
+}
+
+/* Run @p op once, and once more on a fresh connection when an old one turned out stale. */
+typedef bp_err_t (*op_fn)(bp_cache_t *c, const void *arg, bool *stale);
+
+static bp_err_t with_connection(bp_cache_t *c, op_fn op, const void *arg)
+{
+    bp_err_t rc = BP_ERETRY;
+    sigpipe_guard_t g;
+    sigpipe_block(&g);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        bool fresh = c->ctx == NULL, stale = false;
+        if (fresh && connect_now(c) != BP_OK) {
+            rc = BP_ERETRY;
+            break;
+        }
+        rc = op(c, arg, &stale);
+        if (c->ctx || fresh || !stale)
+            break; /* done, or failed on a connection made in this call */
+    }
+    sigpipe_restore(&g);
+    return rc;
+}
+
+static void make_key(char *key, const char *season_id, const char *player_id)
+{
+    snprintf(key, KEY_MAX, "bp:progress:{%s}:%s", season_id, player_id);
+}
+
+typedef struct {
+    const char *const *season_ids;
+    const bp_progress_change_t *ch;
+    size_t n;
+    int64_t now_ms;
+} put_args_t;
+
+static bool put_item(const void *arg, size_t i, item_t *it)
+{
+    const put_args_t *a = arg;
+    const bp_progress_change_t *ch = &a->ch[i];
+    char pe[ESC_MAX], se[ESC_MAX];
+    if (ch->season_idx < 0 || !ch->player_id[0])
+        return false; /* not attributed to a season: nothing cached */
+    const char *season_id = a->season_ids[ch->season_idx];
+    if (!season_id)
+        return false;
+    make_key(it->key, season_id, ch->player_id);
+    it->total_xp = (long long)ch->total_xp;
+    it->level = ch->level;
+    it->updated_at = (long long)a->now_ms;
+    it->premium = ""; /* unknown here; filled from PostgreSQL */
+    snprintf(it->channel, sizeof(it->channel), "bp:progress:%s", ch->player_id);
+    snprintf(it->msg, sizeof(it->msg),
+             "{\"playerId\":\"%s\",\"seasonId\":\"%s\",\"totalXp\":%lld,\"level\":%d}",
+             bp_log_str(pe, sizeof(pe), ch->player_id), bp_log_str(se, sizeof(se), season_id),
+             (long long)ch->total_xp, ch->level);
+    return true;
+}
+
+static bp_err_t put_op(bp_cache_t *c, const void *arg, bool *stale)
+{
+    const put_args_t *a = arg;
+    return pipeline(c, a->n, put_item, a, stale);
+}
+
+bp_err_t bp_cache_put_progress(bp_cache_t *c, const char *const *season_ids,
+                               const bp_progress_change_t *ch, size_t n, int64_t now_ms)
+{
+    put_args_t a = {season_ids, ch, n, now_ms};
+    if (n == 0)
+        return BP_OK;
+    return with_connection(c, put_op, &a);
+}
+
+typedef struct {
+    const char *season_id;
+    const char *player_id;
+    const bp_progress_row_t *row;
+} fill_args_t;
+
+static bool fill_item(const void *arg, size_t i, item_t *it)
+{
+    const fill_args_t *a = arg;
+    (void)i;
+    make_key(it->key, a->season_id, a->player_id);
+    it->total_xp = (long long)a->row->total_xp;
+    it->level = a->row->level;
+    it->updated_at = (long long)a->row->updated_at_ms;
+    it->premium = a->row->premium ? "1" : "0";
+    it->channel[0] = '\0'; /* a read-through fill is no change: nothing published */
+    it->msg[0] = '\0';
+    return true;
+}
+
+static bp_err_t fill_op(bp_cache_t *c, const void *arg, bool *stale)
+{
+    return pipeline(c, 1, fill_item, arg, stale);
+}
+
+bp_err_t bp_cache_fill_progress(bp_cache_t *c, const char *season_id, const char *player_id,
+                                const bp_progress_row_t *row)
+{
+    fill_args_t a = {season_id, player_id, row};
+    return with_connection(c, fill_op, &a);
+}
+
+/* Parse a whole reply string as a long long. */
+static bool reply_ll(const redisReply *r, long long *out)
+{
+    char buf[32], *end;
+    if (!r || r->type != REDIS_REPLY_STRING || r->len <= 0 || (size_t)r->len >= sizeof(buf))
+        return false;
+    memcpy(buf, r->str, (size_t)r->len);
+    buf[r->len] = '\0';
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+typedef struct {
+    const char *season_id;
+    const char *player_id;
+    bp_progress_row_t *out;
+} get_args_t;
+
+static bp_err_t get_op(bp_cache_t *c, const void *arg, bool *stale)
+{
+    const get_args_t *a = arg;
+    bp_err_t rc = BP_ENOTFOUND;
+    char key[KEY_MAX];
+    long long xp, level, premium, updated = 0;
+    make_key(key, a->season_id, a->player_id);
+    redisReply *r = redisCommand(c->ctx, "HMGET %s totalXp level premium updatedAt", key);
+    if (!r) {
+        *stale = io_failed(c, errno);
+        return BP_ERETRY;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        char eb[256];
+        BP_LOG_WARN("redis refused a cache read", "\"error\":\"%s\"",
+                    bp_log_str(eb, sizeof(eb), r->str));
+        rc = BP_ERETRY;
+        goto out;
+    }
+    /* An entry written by a batch before any fill has no premium flag yet: not usable. */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 || !reply_ll(r->element[0], &xp) ||
+        !reply_ll(r->element[1], &level) || !reply_ll(r->element[2], &premium) || level < 1 ||
+        level > INT32_MAX)
+        goto out;
+    if (r->element[3]->type == REDIS_REPLY_STRING && !reply_ll(r->element[3], &updated))
+        goto out;
+    a->out->total_xp = (int64_t)xp;
+    a->out->level = (int32_t)level;
+    a->out->premium = premium != 0;
+    a->out->updated_at_ms = (int64_t)updated;
+    rc = BP_OK;
+
+out:
+    freeReplyObject(r);
+    return rc;
+}
+
+bp_err_t bp_cache_get_progress(bp_cache_t *c, const char *season_id, const char *player_id,
+                               bp_progress_row_t *out)
+{
+    get_args_t a = {season_id, player_id, out};
+    return with_connection(c, get_op, &a);
+}
