@@ -29,6 +29,7 @@ typedef struct {
     _Atomic int64_t next_seasons_check; /**< ms; see BP_HTTP_SEASONS_CHECK_MS */
     _Atomic int64_t next_ready_load;    /**< ms; /ready forces a first load at most 1/s */
     atomic_bool seasons_loaded;         /**< a load from /ready has succeeded once */
+    _Atomic int64_t ready_until;        /**< ms; /ready answers from memory until then */
 } bp_http_env_t;
 
 /** The response a handler fills. Strings other than body are static or outlive the request. */

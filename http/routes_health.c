@@ -3,6 +3,7 @@
 #include "http/routes.h"
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,21 +35,36 @@ static bp_err_t seasons_ready(bp_http_req_t *req, bp_pg_t *pg)
     return err;
 }
 
-static void get_ready(bp_http_req_t *req)
+/* /ready is public: a success is remembered this long, so that probing it cannot turn
+ * into a query load on PostgreSQL. Failures are not remembered (they are cheap anyway:
+ * the pool backs off reconnecting). */
+#define READY_MEMO_MS 1000
+
+/** Ask PostgreSQL and the season snapshot. @return true when ready, else the 503 is filled. */
+static bool check_ready(bp_http_req_t *req)
 {
     bp_pg_t *pg = NULL;
     bp_err_t err = bp_http_req_pg(req, &pg);
     if (err != BP_OK || !bp_pg_ping(pg)) {
         bp_http_reply_problem(req, 503, "database-unavailable", "PostgreSQL is not reachable");
         req->resp.retry_after_s = 1;
-        return;
+        return false;
     }
-    err = seasons_ready(req, pg);
-    if (err != BP_OK) {
+    if (seasons_ready(req, pg) != BP_OK) {
         bp_http_reply_problem(req, 503, "seasons-unavailable",
                               "the season definitions could not be loaded");
         req->resp.retry_after_s = 1;
-        return;
+        return false;
+    }
+    return true;
+}
+
+static void get_ready(bp_http_req_t *req)
+{
+    if (req->now_ms >= atomic_load(&req->env->ready_until)) {
+        if (!check_ready(req))
+            return;
+        atomic_store(&req->env->ready_until, req->now_ms + READY_MEMO_MS);
     }
     const bp_season_list_t *snap = bp_http_req_seasons(req);
     int cur = bp_season_at(snap->items, snap->n, req->now_ms);

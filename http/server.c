@@ -44,6 +44,7 @@ typedef struct {
     char *body;
     size_t len;
     bool too_large;
+    bool answered; /**< a response is queued: later calls only drain */
     struct timespec start;
 } conn_ctx_t;
 
@@ -128,14 +129,49 @@ static bool authenticate(bp_http_t *h, struct MHD_Connection *conn, bp_http_req_
     return false;
 }
 
-/** Route, authenticate and run the handler for a fully received request. */
+/** Fill req->resp: enforce the body limit, route, authenticate, run the handler. */
+static void handle(bp_http_t *h, struct MHD_Connection *conn, bp_http_req_t *req,
+                   const conn_ctx_t *ctx, bp_route_match_t *m)
+{
+    bp_principal_t principal;
+    char detail[160];
+
+    /* The body limit is a property of the transport: it is enforced before routing. */
+    if (ctx->too_large) {
+        bp_http_reply_problem(req, 413, "body-too-large",
+                              "request bodies are limited to 65536 bytes");
+        return;
+    }
+    switch (bp_route_match(h->routes, h->n_routes, req->method, req->path, m)) {
+    case BP_ROUTE_NOT_FOUND:
+        bp_http_reply_problem(req, 404, "not-found", "no such resource");
+        return;
+    case BP_ROUTE_BAD_METHOD:
+        snprintf(detail, sizeof(detail), "this resource allows %s", m->allow);
+        bp_http_reply_problem(req, 405, "method-not-allowed", detail);
+        req->resp.allow = m->allow;
+        return;
+    case BP_ROUTE_BAD_PARAM:
+        snprintf(detail, sizeof(detail), "%s must be 1 to %d characters of [A-Za-z0-9._:@-]",
+                 m->bad_param, BP_ID_MAX);
+        bp_http_reply_problem(req, 400, "invalid-parameter", detail);
+        return;
+    case BP_ROUTE_FOUND:
+        break;
+    }
+    req->match = m;
+    if (authenticate(h, conn, req, &principal))
+        m->route->handler(req);
+    /* principal lives on this frame: the handler has returned, drop the pointer */
+    req->principal = NULL;
+}
+
+/** Answer a fully received request (or one refused early) and log it. */
 static enum MHD_Result dispatch(bp_http_t *h, struct MHD_Connection *conn, const char *url,
                                 const char *method, conn_ctx_t *ctx)
 {
     bp_route_match_t m;
-    bp_principal_t principal;
     bp_http_req_t req;
-    char detail[160];
 
     memset(&req, 0, sizeof(req));
     req.env = &h->env;
@@ -144,43 +180,20 @@ static enum MHD_Result dispatch(bp_http_t *h, struct MHD_Connection *conn, const
     req.now_ms = wall_ms();
     req.body = ctx->body;
     req.body_len = ctx->len;
-
-    switch (bp_route_match(h->routes, h->n_routes, method, url, &m)) {
-    case BP_ROUTE_NOT_FOUND:
-        bp_http_reply_problem(&req, 404, "not-found", "no such resource");
-        break;
-    case BP_ROUTE_BAD_METHOD:
-        snprintf(detail, sizeof(detail), "this resource allows %s", m.allow);
-        bp_http_reply_problem(&req, 405, "method-not-allowed", detail);
-        req.resp.allow = m.allow;
-        break;
-    case BP_ROUTE_BAD_PARAM:
-        snprintf(detail, sizeof(detail), "%s must be 1 to %d characters of [A-Za-z0-9._:@-]",
-                 m.bad_param, BP_ID_MAX);
-        bp_http_reply_problem(&req, 400, "invalid-parameter", detail);
-        break;
-    case BP_ROUTE_FOUND:
-        req.match = &m;
-        if (ctx->too_large) {
-            bp_http_reply_problem(&req, 413, "body-too-large",
-                                  "request bodies are limited to 65536 bytes");
-        } else if (authenticate(h, conn, &req, &principal)) {
-            m.route->handler(&req);
-        }
-        break;
-    }
+    handle(h, conn, &req, ctx, &m);
+    ctx->answered = true;
     bp_http_req_finish(&req);
 
     int status = req.resp.status ? req.resp.status : 500;
     enum MHD_Result ret = queue_response(conn, &req.resp);
-    char path[256];
+    char path[256], meth[32];
     bp_log_str(path, sizeof(path), url);
-    if (status >= 500) {
-        BP_LOG_WARN("request failed", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d",
-                    m.route ? m.route->method : "-", path, status);
-    }
-    BP_LOG_DEBUG("request", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"us\":%lld",
-                 m.route ? m.route->method : "-", path, status, elapsed_us(&ctx->start));
+    bp_log_str(meth, sizeof(meth), method);
+    if (status >= 500)
+        BP_LOG_WARN("request failed", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d", meth, path,
+                    status);
+    BP_LOG_DEBUG("request", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"us\":%lld", meth,
+                 path, status, elapsed_us(&ctx->start));
     return ret;
 }
 
@@ -207,6 +220,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             ctx->too_large = true;
             return dispatch(h, conn, url, method, ctx);
         }
+        return MHD_YES;
+    }
+    if (ctx->answered) { /* refused early; libmicrohttpd may still hand us the body */
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -334,6 +351,7 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
     atomic_init(&h->env.next_seasons_check, 0);
     atomic_init(&h->env.next_ready_load, 0);
     atomic_init(&h->env.seasons_loaded, false);
+    atomic_init(&h->env.ready_until, 0);
 
     const char *host = cfg->listen_host && *cfg->listen_host ? cfg->listen_host : NULL;
     memset(&hints, 0, sizeof(hints));
@@ -354,11 +372,11 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     h->daemon = MHD_start_daemon(
-        flags, cfg->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->cfg.threads, MHD_OPTION_CONNECTION_LIMIT,
-        connection_limit(h->cfg.threads), MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
+        flags, cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->cfg.threads,
+        MHD_OPTION_CONNECTION_LIMIT, connection_limit(h->cfg.threads),
+        MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->daemon) {
         BP_LOG_ERROR("cannot start the HTTP server", "\"host\":\"%s\",\"port\":%u",
                      host ? host : "", (unsigned)cfg->port);
