@@ -26,6 +26,7 @@ static it_env_t env;
 static bp_season_t season;
 static char prefix[32];
 static int64_t totals[PLAYERS];
+static pid_t pid = -1; /* the running worker, killed in teardown if a check failed */
 
 static int group_setup(void **state)
 {
@@ -43,11 +44,14 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
+    if (pid > 0)
+        it_daemon_stop(pid, SIGKILL, 5000);
     bp_season_fini(&season);
     return 0;
 }
 
-/* Produce one round of events; every 20th repeats an eventId of the previous round. */
+/* Produce one round of events; every 20th repeats an eventId of the previous round (one
+ * that was sent there as an original, never as a repeat itself). */
 static size_t produce_round(int round, size_t *dups)
 {
     it_producer_t *p = it_producer_new(&env);
@@ -57,7 +61,7 @@ static size_t produce_round(int round, size_t *dups)
         memset(&ev, 0, sizeof(ev));
         int n = round * EVENTS_PER_ROUND + i;
         bool dup = round > 0 && i % 20 == 0;
-        int id = dup ? n - EVENTS_PER_ROUND : n;
+        int id = dup ? n - EVENTS_PER_ROUND + 1 : n;
         snprintf(ev.event_id, sizeof(ev.event_id), "%sev-%07d", prefix, id);
         snprintf(ev.player_id, sizeof(ev.player_id), "%spl-%04d", prefix, id % PLAYERS);
         snprintf(ev.reason, sizeof(ev.reason), "match_complete");
@@ -84,21 +88,29 @@ static void test_sigkill_restarts(void **state)
     size_t sent = 0, dups = 0, unique = 0;
     srand((unsigned)getpid());
 
-    sent += produce_round(0, &dups);
-    pid_t pid = it_daemon_start(&env, group, NULL, "crash-daemon.log");
-    assert_true(pid > 0);
-    for (int k = 1; k <= KILLS; k++) {
-        /* Let it join and work for a while, then kill it mid-stream and send more. */
-        int ms = 4000 + rand() % 3000;
-        usleep((useconds_t)ms * 1000);
-        assert_int_equal(it_daemon_stop(pid, SIGKILL, 5000), 128 + SIGKILL);
-        char sql[256];
-        snprintf(sql, sizeof(sql),
-                 "SELECT count(*) FROM processed_events WHERE event_id LIKE '%s%%'", prefix);
-        printf("kill %d after %d ms: %lld events applied so far\n", k, ms, it_sql_int(&env, sql));
+    char count_sql[256];
+    snprintf(count_sql, sizeof(count_sql),
+             "SELECT count(*) FROM processed_events WHERE event_id LIKE '%s%%'", prefix);
+    for (int k = 0; k <= KILLS; k++) {
+        /* Send a round, start the worker, and once it is applying, kill it mid-stream. */
         sent += produce_round(k, &dups);
+        long long before = it_sql_int(&env, count_sql);
         pid = it_daemon_start(&env, group, NULL, "crash-daemon.log");
         assert_true(pid > 0);
+        if (k == KILLS)
+            break;
+        long long now = before;
+        for (int waited = 0; now == before && waited < 60000; waited += 20) {
+            usleep(20000);
+            now = it_sql_int(&env, count_sql);
+        }
+        int ms = rand() % 400;
+        usleep((useconds_t)ms * 1000);
+        int status = it_daemon_stop(pid, SIGKILL, 5000);
+        pid = -1;
+        assert_int_equal(status, 128 + SIGKILL);
+        printf("kill %d, %d ms after it began applying: %lld -> %lld events applied\n", k + 1, ms,
+               before, it_sql_int(&env, count_sql));
     }
     unique = sent - dups;
 
@@ -158,7 +170,9 @@ static void test_sigkill_restarts(void **state)
     for (int pl = 0; pl < PLAYERS; pl++)
         free(names[pl]);
 
-    assert_int_equal(it_daemon_stop(pid, SIGTERM, 30000), 0);
+    int status = it_daemon_stop(pid, SIGTERM, 30000);
+    pid = -1;
+    assert_int_equal(status, 0);
     /* After a clean stop the outbox is drained. */
     assert_int_equal(it_sql_int(&env, "SELECT count(*) FROM outbox"), 0);
 }
