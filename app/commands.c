@@ -12,6 +12,7 @@
 
 #include "app/log.h"
 #include "consumers/worker.h"
+#include "core/timefmt.h"
 #include "http/server.h"
 #include "store/pg.h"
 #include "store/season_json.h"
