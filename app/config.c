@@ -182,6 +182,8 @@ void bp_config_warn_unknown(char **environ_vars)
             known = strlen(fields[i].env) == len && strncmp(fields[i].env, *e, len) == 0;
         for (size_t i = 0; i < sizeof(client_vars) / sizeof(client_vars[0]) && !known; i++)
             known = strlen(client_vars[i]) == len && strncmp(client_vars[i], *e, len) == 0;
+        /* the test scripts' own settings */
+        known = known || strncmp(*e, "BP_TEST_", 8) == 0 || strncmp(*e, "BP_E2E_", 7) == 0;
         if (!known)
             BP_LOG_WARN("unknown configuration variable ignored", "\"variable\":\"%.*s\"", (int)len,
                         *e);
