@@ -234,8 +234,13 @@ static bp_err_t prepare_all(bp_pg_t *pg)
 
 static bp_err_t open_conn(bp_pg_t *pg)
 {
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"3", "battlepassd", pg->dsn, NULL};
+    /* Defaults first so the DSN can override them: a server that hangs instead of failing
+     * must not block a thread forever (keepalives, tcp_user_timeout, statement_timeout). */
+    const char *keys[] = {
+        "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+        "tcp_user_timeout", "options",          "dbname",          NULL};
+    const char *vals[] = {"3",     "battlepassd", "10", "5", "15000", "-c statement_timeout=30000",
+                          pg->dsn, NULL};
     if (pg->conn)
         PQfinish(pg->conn);
     pg->conn = PQconnectdbParams(keys, vals, 1);
