@@ -367,17 +367,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         on_revoke(w);
 }
 
-static void on_kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
-{
-    (void)rk;
-    char esc[512];
-    bp_log(level <= 3   ? BP_LOG_ERROR
-           : level <= 5 ? BP_LOG_WARN
-                        : BP_LOG_DEBUG,
-           "librdkafka", "\"facility\":\"%s\",\"detail\":\"%s\"", fac,
-           bp_log_str(esc, sizeof(esc), buf));
-}
-
 /* ---- setup ---- */
 
 static bp_err_t make_consumer(worker_t *w)
@@ -406,7 +395,7 @@ static bp_err_t make_consumer(worker_t *w)
         }
     }
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-    rd_kafka_conf_set_log_cb(conf, on_kafka_log);
+    rd_kafka_conf_set_log_cb(conf, bp_kafka_log_cb);
     rd_kafka_conf_set_opaque(conf, w);
     /* On success rd_kafka_new owns conf. */
     w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err));

@@ -27,7 +27,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     }
 }
 
-static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+void bp_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
     char esc[512];
@@ -60,7 +60,7 @@ bp_err_t bp_producer_new(const char *bootstrap, bp_producer_t **out, char *why, 
             RD_KAFKA_CONF_OK)
             goto fail;
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_log_cb(conf, bp_kafka_log_cb);
     rd_kafka_conf_set_opaque(conf, p);
     /* On success rd_kafka_new owns conf. */
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));

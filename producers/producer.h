@@ -8,6 +8,11 @@
 
 typedef struct bp_producer bp_producer_t;
 
+struct rd_kafka_s;
+/** librdkafka log callback (rd_kafka_conf_set_log_cb) writing through app/log.h; shared by
+ *  every Kafka client of the process. */
+void bp_kafka_log_cb(const struct rd_kafka_s *rk, int level, const char *fac, const char *buf);
+
 /** A message header; value bytes are copied by bp_producer_send. */
 typedef struct {
     const char *name;
