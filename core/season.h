@@ -27,6 +27,21 @@ typedef struct {
     char asset_url[BP_ASSET_URL_MAX + 1]; /**< "" when none */
 } bp_reward_t;
 
+/** Most boost windows one season may declare, and reasons one boost may name. */
+#define BP_BOOSTS_MAX 16
+#define BP_BOOST_REASONS_MAX 8
+
+/** An XP boost window (e.g. a double-XP weekend). */
+typedef struct {
+    int64_t starts_at_ms; /**< inclusive, compared with the event's occurredAt */
+    int64_t ends_at_ms;   /**< exclusive */
+    int32_t multiplier_pct; /**< 200 = double XP; 101..1000 */
+    size_t n_reasons;       /**< 0: every reason */
+    char reasons[BP_BOOST_REASONS_MAX][BP_REASON_MAX + 1];
+} bp_boost_t;
+
+typedef enum { BP_OVERFLOW_NONE = 0, BP_OVERFLOW_BONUS_LEVELS } bp_overflow_t;
+
 /**
  * A season. Owns xp_total and rewards (heap); release with bp_season_fini().
  * xp_total has max_level + 1 entries indexed by level; xp_total[0] is unused and
@@ -41,6 +56,18 @@ typedef struct {
     int64_t *xp_total;
     bp_reward_t *rewards;
     size_t n_rewards;
+    /* Options (all optional in the definition; zero values are the defaults). */
+    bool auto_claim;             /**< rewards are granted as levels are reached */
+    int64_t claim_window_ms;     /**< claims still accepted this long after ends_at */
+    bool grant_unclaimed_at_end; /**< when the claim window closes, grant what is available */
+    int64_t late_grace_ms;       /**< events of the season processed up to this long after
+                                  *   ends_at still count; later ones are only recorded */
+    int64_t daily_xp_cap;        /**< earned XP per player per UTC day; 0 = no cap */
+    bp_boost_t boosts[BP_BOOSTS_MAX];
+    size_t n_boosts;
+    bp_overflow_t overflow;          /**< XP past the last level */
+    int64_t overflow_xp_per_level;   /**< BP_OVERFLOW_BONUS_LEVELS: XP per bonus level */
+    bp_reward_t overflow_reward;     /**< granted for each bonus level (level field unused) */
 } bp_season_t;
 
 /** Allocate xp_total for @p max_level levels (zeroed) and room for @p n_rewards rewards.

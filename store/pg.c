@@ -14,6 +14,8 @@
 #include "app/log.h"
 #include "core/fold.h"
 #include "core/level.h"
+#include "store/pg_conn.h"
+#include "store/pgtext.h"
 #include "store/season_json.h"
 
 struct bp_pg {
@@ -87,114 +89,11 @@ static const struct {
                          " FROM player_progress WHERE player_id = $1 AND season_id = $2"},
 };
 
-/* ---- a growable string for array literals and JSON payloads ---- */
-
-typedef struct {
-    char *s;
-    size_t n, cap;
-    bool oom;
-} sbuf_t;
-
-static void sb_reserve(sbuf_t *b, size_t extra)
-{
-    if (b->oom || b->n + extra + 1 <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + extra + 1)
-        cap *= 2;
-    char *p = realloc(b->s, cap);
-    if (!p) {
-        b->oom = true;
-        return;
-    }
-    b->s = p;
-    b->cap = cap;
-}
-
-static void sb_put(sbuf_t *b, const char *s, size_t len)
-{
-    sb_reserve(b, len);
-    if (b->oom)
-        return;
-    memcpy(b->s + b->n, s, len);
-    b->n += len;
-    b->s[b->n] = '\0';
-}
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf_t *b, const char *fmt, ...)
-{
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp)) {
-        b->oom = true;
-        return;
-    }
-    sb_put(b, tmp, (size_t)n);
-}
-
-static void sb_reset(sbuf_t *b)
-{
-    b->n = 0;
-    if (b->s)
-        b->s[0] = '\0';
-}
-
-static void sb_free(sbuf_t *b)
-{
-    free(b->s);
-    memset(b, 0, sizeof(*b));
-}
-
-/* Array literal helpers: arr_open, then elements, then arr_close. */
-static void arr_open(sbuf_t *b)
-{
-    sb_reset(b);
-    sb_put(b, "{", 1);
-}
-
-static void arr_sep(sbuf_t *b)
-{
-    if (b->n > 1)
-        sb_put(b, ",", 1);
-}
-
-/* A quoted text element; NULL becomes SQL NULL. */
-static void arr_text(sbuf_t *b, const char *s)
-{
-    arr_sep(b);
-    if (!s) {
-        sb_put(b, "NULL", 4);
-        return;
-    }
-    sb_put(b, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            sb_put(b, "\\", 1);
-        sb_put(b, p, 1);
-    }
-    sb_put(b, "\"", 1);
-}
-
-static void arr_int(sbuf_t *b, long long v)
-{
-    arr_sep(b);
-    sb_printf(b, "%lld", v);
-}
-
-static void arr_close(sbuf_t *b)
-{
-    sb_put(b, "}", 1);
-}
-
 /* ---- connection ---- */
 
 /* SQLSTATE classes worth retrying: connection, transaction rollback (deadlock,
  * serialization), insufficient resources, operator intervention, system error. */
-static bp_err_t classify(const PGresult *res, PGconn *conn)
+bp_err_t bp_pg_classify(const PGresult *res, PGconn *conn)
 {
     if (PQstatus(conn) == CONNECTION_BAD)
         return BP_ERETRY;
@@ -208,7 +107,7 @@ static bp_err_t classify(const PGresult *res, PGconn *conn)
     return BP_EFATAL;
 }
 
-static void log_pg_error(const char *what, PGconn *conn, const PGresult *res)
+void bp_pg_log_error(const char *what, PGconn *conn, const PGresult *res)
 {
     char esc[512];
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
@@ -223,7 +122,7 @@ static bp_err_t prepare_all(bp_pg_t *pg)
         bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok) {
             /* Tables missing before `migrate` is fine: prepare lazily later. */
-            bp_err_t err = classify(res, pg->conn);
+            bp_err_t err = bp_pg_classify(res, pg->conn);
             PQclear(res);
             return err == BP_ERETRY ? BP_ERETRY : BP_OK;
         }
@@ -247,7 +146,7 @@ static bp_err_t open_conn(bp_pg_t *pg)
     if (!pg->conn)
         return BP_ENOMEM;
     if (PQstatus(pg->conn) != CONNECTION_OK) {
-        log_pg_error("connect", pg->conn, NULL);
+        bp_pg_log_error("connect", pg->conn, NULL);
         return BP_ERETRY;
     }
     PQsetNoticeProcessor(pg->conn, NULL, NULL);
@@ -301,6 +200,11 @@ bp_err_t bp_pg_ensure(bp_pg_t *pg)
     return err;
 }
 
+PGconn *bp_pg_conn(bp_pg_t *pg)
+{
+    return pg->conn;
+}
+
 bool bp_pg_ping(bp_pg_t *pg)
 {
     if (bp_pg_ensure(pg) != BP_OK)
@@ -317,8 +221,8 @@ static bp_err_t exec_cmd(bp_pg_t *pg, const char *sql)
     PGresult *res = PQexec(pg->conn, sql);
     bp_err_t err = BP_OK;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_pg_error(sql, pg->conn, res);
-        err = classify(res, pg->conn);
+        bp_pg_log_error(sql, pg->conn, res);
+        err = bp_pg_classify(res, pg->conn);
     }
     PQclear(res);
     return err;
@@ -347,8 +251,8 @@ static PGresult *exec_prepared(bp_pg_t *pg, int st, int n, const char *const *pa
         }
     }
     if (PQresultStatus(res) != want) {
-        log_pg_error(statements[st].name, pg->conn, res);
-        *err = classify(res, pg->conn);
+        bp_pg_log_error(statements[st].name, pg->conn, res);
+        *err = bp_pg_classify(res, pg->conn);
         PQclear(res);
         return NULL;
     }
@@ -420,8 +324,8 @@ static bp_err_t apply_migration(bp_pg_t *pg, const char *dir, const char *name)
         PQexecParams(pg->conn, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2,
                      NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_pg_error("record migration", pg->conn, res);
-        err = classify(res, pg->conn);
+        bp_pg_log_error("record migration", pg->conn, res);
+        err = bp_pg_classify(res, pg->conn);
         PQclear(res);
         rollback(pg);
         goto out;
@@ -475,7 +379,7 @@ bp_err_t bp_pg_migrate(bp_pg_t *pg, const char *sql_dir)
     if (err != BP_OK)
         goto out;
     PGresult *lock = PQexec(pg->conn, "SELECT pg_advisory_lock(7261001)");
-    err = PQresultStatus(lock) == PGRES_TUPLES_OK ? BP_OK : classify(lock, pg->conn);
+    err = PQresultStatus(lock) == PGRES_TUPLES_OK ? BP_OK : bp_pg_classify(lock, pg->conn);
     PQclear(lock);
     if (err != BP_OK)
         goto out;
@@ -486,8 +390,8 @@ bp_err_t bp_pg_migrate(bp_pg_t *pg, const char *sql_dir)
         PGresult *res = PQexecParams(pg->conn, "SELECT 1 FROM schema_migrations WHERE version = $1",
                                      1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            log_pg_error("read schema_migrations", pg->conn, res);
-            err = classify(res, pg->conn);
+            bp_pg_log_error("read schema_migrations", pg->conn, res);
+            err = bp_pg_classify(res, pg->conn);
             PQclear(res);
             break;
         }
@@ -535,8 +439,8 @@ bp_err_t bp_pg_season_insert(bp_pg_t *pg, const bp_season_t *s, const char *json
         "           timestamptz 'epoch' + $3::bigint * interval '1 millisecond') LIMIT 1",
         3, NULL, chk, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        log_pg_error("season check", pg->conn, res);
-        err = classify(res, pg->conn);
+        bp_pg_log_error("season check", pg->conn, res);
+        err = bp_pg_classify(res, pg->conn);
         snprintf(why, why_len, "database error: %s", PQresultErrorMessage(res));
         PQclear(res);
         return err;
@@ -563,7 +467,7 @@ bp_err_t bp_pg_season_insert(bp_pg_t *pg, const bp_season_t *s, const char *json
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         err = (state && (strcmp(state, "23505") == 0 || strcmp(state, "23P01") == 0))
                   ? BP_EINVAL /* lost a race with another import */
-                  : classify(res, pg->conn);
+                  : bp_pg_classify(res, pg->conn);
         snprintf(why, why_len, "cannot insert season \"%s\": %s", s->id, PQresultErrorMessage(res));
         PQclear(res);
         return err;
@@ -594,8 +498,8 @@ bp_err_t bp_pg_seasons_load(bp_pg_t *pg, bp_season_list_t *out)
         return err;
     PGresult *res = PQexec(pg->conn, "SELECT definition::text FROM seasons ORDER BY starts_at");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        log_pg_error("load seasons", pg->conn, res);
-        err = classify(res, pg->conn);
+        bp_pg_log_error("load seasons", pg->conn, res);
+        err = bp_pg_classify(res, pg->conn);
         goto out;
     }
     size_t n = (size_t)PQntuples(res);
@@ -638,14 +542,14 @@ out:
 bp_err_t bp_pg_partitions_claim(bp_pg_t *pg, const char *group, const char *topic,
                                 bp_partition_state_t *parts, size_t n)
 {
-    sbuf_t arr = {0};
+    bp_sbuf_t arr = {0};
     bp_err_t err = bp_pg_ensure(pg);
     if (err != BP_OK || n == 0)
         return err;
-    arr_open(&arr);
+    bp_arr_open(&arr);
     for (size_t i = 0; i < n; i++)
-        arr_int(&arr, parts[i].partition);
-    arr_close(&arr);
+        bp_arr_int(&arr, parts[i].partition);
+    bp_arr_close(&arr);
     if (arr.oom) {
         err = BP_ENOMEM;
         goto out;
@@ -665,7 +569,7 @@ bp_err_t bp_pg_partitions_claim(bp_pg_t *pg, const char *group, const char *topi
     }
     PQclear(res);
 out:
-    sb_free(&arr);
+    bp_sb_free(&arr);
     return err;
 }
 
@@ -700,23 +604,23 @@ static bp_fold_group_t *find_group(const bp_fold_t *f, int season_idx, const cha
 }
 
 /* Step 1: store offsets where our epoch still holds; collect fenced partitions. */
-static bp_err_t store_offsets(bp_pg_t *pg, const bp_batch_t *b, sbuf_t *a1, sbuf_t *a2, sbuf_t *a3,
-                              bp_batch_result_t *r)
+static bp_err_t store_offsets(bp_pg_t *pg, const bp_batch_t *b, bp_sbuf_t *a1, bp_sbuf_t *a2,
+                              bp_sbuf_t *a3, bp_batch_result_t *r)
 {
     bp_err_t err;
     if (b->n_offsets == 0)
         return BP_OK;
-    arr_open(a1);
-    arr_open(a2);
-    arr_open(a3);
+    bp_arr_open(a1);
+    bp_arr_open(a2);
+    bp_arr_open(a3);
     for (size_t i = 0; i < b->n_offsets; i++) {
-        arr_int(a1, b->offsets[i].partition);
-        arr_int(a2, b->offsets[i].next_offset);
-        arr_int(a3, b->offsets[i].epoch);
+        bp_arr_int(a1, b->offsets[i].partition);
+        bp_arr_int(a2, b->offsets[i].next_offset);
+        bp_arr_int(a3, b->offsets[i].epoch);
     }
-    arr_close(a1);
-    arr_close(a2);
-    arr_close(a3);
+    bp_arr_close(a1);
+    bp_arr_close(a2);
+    bp_arr_close(a3);
     if (a1->oom || a2->oom || a3->oom)
         return BP_ENOMEM;
     const char *params[5] = {b->group, b->topic, a1->s, a2->s, a3->s};
@@ -745,11 +649,11 @@ static bp_err_t store_offsets(bp_pg_t *pg, const bp_batch_t *b, sbuf_t *a1, sbuf
 
 /* Step 2: record the events; mark in fresh[] those not seen before. */
 static bp_err_t insert_events(bp_pg_t *pg, const bp_batch_t *b, const bool *dup, bool *fresh,
-                              sbuf_t a[6])
+                              bp_sbuf_t a[6])
 {
     bp_err_t err;
     for (int k = 0; k < 6; k++)
-        arr_open(&a[k]);
+        bp_arr_open(&a[k]);
     size_t sent = 0;
     for (size_t i = 0; i < b->n_events; i++) {
         const bp_xp_event_t *ev = &b->events[i];
@@ -757,16 +661,16 @@ static bp_err_t insert_events(bp_pg_t *pg, const bp_batch_t *b, const bool *dup,
         if (dup[i])
             continue;
         int si = b->season_idx[i];
-        arr_text(&a[0], ev->event_id);
-        arr_text(&a[1], ev->player_id);
-        arr_text(&a[2], si >= 0 ? b->seasons[si].id : NULL);
-        arr_int(&a[3], ev->amount);
-        arr_text(&a[4], ev->reason);
-        arr_int(&a[5], ev->occurred_at_ms);
+        bp_arr_text(&a[0], ev->event_id);
+        bp_arr_text(&a[1], ev->player_id);
+        bp_arr_text(&a[2], si >= 0 ? b->seasons[si].id : NULL);
+        bp_arr_int(&a[3], ev->amount);
+        bp_arr_text(&a[4], ev->reason);
+        bp_arr_int(&a[5], ev->occurred_at_ms);
         sent++;
     }
     for (int k = 0; k < 6; k++) {
-        arr_close(&a[k]);
+        bp_arr_close(&a[k]);
         if (a[k].oom)
             return BP_ENOMEM;
     }
@@ -794,24 +698,24 @@ static bp_err_t insert_events(bp_pg_t *pg, const bp_batch_t *b, const bool *dup,
 
 /* Build the LevelUp outbox payload (Avro field names; ids are restricted to JSON-safe
  * characters by bp_id_valid, so they need no escaping). */
-static void levelup_json(sbuf_t *out, const char *season_id, const bp_xp_event_t *cause,
+static void levelup_json(bp_sbuf_t *out, const char *season_id, const bp_xp_event_t *cause,
                          const bp_levelup_t *lu)
 {
     char id[3 * BP_ID_MAX + 32];
     if (bp_levelup_event_id(id, sizeof(id), season_id, cause->player_id, lu->new_level) != BP_OK)
         id[0] = '\0';
-    sb_reset(out);
-    sb_printf(out, "{\"eventId\":\"%s\",\"playerId\":\"%s\",", id, cause->player_id);
-    sb_printf(out, "\"seasonId\":\"%s\",\"previousLevel\":%d,\"newLevel\":%d,", season_id,
-              lu->previous_level, lu->new_level);
-    sb_printf(out, "\"totalXp\":%lld,\"causeEventId\":\"%s\",\"occurredAt\":%lld}",
-              (long long)lu->total_xp, cause->event_id, (long long)cause->occurred_at_ms);
+    bp_sb_reset(out);
+    bp_sb_printf(out, "{\"eventId\":\"%s\",\"playerId\":\"%s\",", id, cause->player_id);
+    bp_sb_printf(out, "\"seasonId\":\"%s\",\"previousLevel\":%d,\"newLevel\":%d,", season_id,
+                 lu->previous_level, lu->new_level);
+    bp_sb_printf(out, "\"totalXp\":%lld,\"causeEventId\":\"%s\",\"occurredAt\":%lld}",
+                 (long long)lu->total_xp, cause->event_id, (long long)cause->occurred_at_ms);
 }
 
 bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *r)
 {
-    sbuf_t a[6] = {{0}};
-    sbuf_t js = {0};
+    bp_sbuf_t a[6] = {{0}};
+    bp_sbuf_t js = {0};
     bool *dup = NULL, *fresh = NULL, *apply = NULL;
     bp_fold_t fold = {0};
     bp_levelups_t lus = {0};
@@ -856,14 +760,14 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
 
     if (fold.n_groups > 0) {
         for (int k = 0; k < 3; k++)
-            arr_open(&a[k]);
+            bp_arr_open(&a[k]);
         for (size_t g = 0; g < fold.n_groups; g++) {
-            arr_text(&a[0], fold.groups[g].player_id);
-            arr_text(&a[1], b->seasons[fold.groups[g].season_idx].id);
-            arr_int(&a[2], fold.groups[g].delta);
+            bp_arr_text(&a[0], fold.groups[g].player_id);
+            bp_arr_text(&a[1], b->seasons[fold.groups[g].season_idx].id);
+            bp_arr_int(&a[2], fold.groups[g].delta);
         }
         for (int k = 0; k < 3; k++) {
-            arr_close(&a[k]);
+            bp_arr_close(&a[k]);
             if (a[k].oom) {
                 err = BP_ENOMEM;
                 goto out;
@@ -906,16 +810,16 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
     if (lus.n > 0) {
         /* Levels of the players who levelled up. */
         for (int k = 0; k < 3; k++)
-            arr_open(&a[k]);
+            bp_arr_open(&a[k]);
         for (size_t g = 0; g < fold.n_groups; g++) {
             if (!new_level[g])
                 continue;
-            arr_text(&a[0], fold.groups[g].player_id);
-            arr_text(&a[1], b->seasons[fold.groups[g].season_idx].id);
-            arr_int(&a[2], new_level[g]);
+            bp_arr_text(&a[0], fold.groups[g].player_id);
+            bp_arr_text(&a[1], b->seasons[fold.groups[g].season_idx].id);
+            bp_arr_int(&a[2], new_level[g]);
         }
         for (int k = 0; k < 3; k++)
-            arr_close(&a[k]);
+            bp_arr_close(&a[k]);
         const char *lp[3] = {a[0].s, a[1].s, a[2].s};
         PGresult *res = exec_prepared(pg, ST_LEVELS, 3, lp, PGRES_COMMAND_OK, &err);
         if (!res)
@@ -923,8 +827,8 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
         PQclear(res);
 
         /* One outbox row per level gained. */
-        arr_open(&a[0]);
-        arr_open(&a[1]);
+        bp_arr_open(&a[0]);
+        bp_arr_open(&a[1]);
         for (size_t i = 0; i < lus.n; i++) {
             const bp_xp_event_t *cause = &b->events[lus.items[i].cause];
             int si = b->season_idx[lus.items[i].cause];
@@ -933,11 +837,11 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
                 err = BP_ENOMEM;
                 goto out;
             }
-            arr_text(&a[0], cause->player_id);
-            arr_text(&a[1], js.s);
+            bp_arr_text(&a[0], cause->player_id);
+            bp_arr_text(&a[1], js.s);
         }
-        arr_close(&a[0]);
-        arr_close(&a[1]);
+        bp_arr_close(&a[0]);
+        bp_arr_close(&a[1]);
         if (a[0].oom || a[1].oom) {
             err = BP_ENOMEM;
             goto out;
@@ -964,8 +868,8 @@ out:
         r->applied = r->duplicates = r->unattributed = r->level_ups = 0;
     }
     for (int k = 0; k < 6; k++)
-        sb_free(&a[k]);
-    sb_free(&js);
+        bp_sb_free(&a[k]);
+    bp_sb_free(&js);
     free(dup);
     free(fresh);
     free(apply);
@@ -1037,7 +941,7 @@ fail:
 
 bp_err_t bp_pg_outbox_finish(bp_pg_t *pg, bp_outbox_batch_t *b, size_t n_done)
 {
-    sbuf_t arr = {0};
+    bp_sbuf_t arr = {0};
     bp_err_t err = BP_OK;
     if (b->n == 0)
         goto out;
@@ -1045,10 +949,10 @@ bp_err_t bp_pg_outbox_finish(bp_pg_t *pg, bp_outbox_batch_t *b, size_t n_done)
         rollback(pg);
         goto out;
     }
-    arr_open(&arr);
+    bp_arr_open(&arr);
     for (size_t i = 0; i < n_done && i < b->n; i++)
-        arr_int(&arr, b->rows[i].id);
-    arr_close(&arr);
+        bp_arr_int(&arr, b->rows[i].id);
+    bp_arr_close(&arr);
     if (arr.oom) {
         rollback(pg);
         err = BP_ENOMEM;
@@ -1063,7 +967,7 @@ bp_err_t bp_pg_outbox_finish(bp_pg_t *pg, bp_outbox_batch_t *b, size_t n_done)
     PQclear(res);
     err = exec_cmd(pg, "COMMIT");
 out:
-    sb_free(&arr);
+    bp_sb_free(&arr);
     outbox_free(b);
     return err;
 }
