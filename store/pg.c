@@ -59,13 +59,14 @@ static const struct {
                    "   ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
                    " SELECT ev.ord - 1 FROM ev JOIN ins USING (event_id)"},
     [ST_PROGRESS] = {"progress",
-                     "INSERT INTO player_progress AS p (player_id, season_id, total_xp)"
-                     " SELECT player_id, season_id, delta"
+                     "INSERT INTO player_progress AS p (player_id, season_id, total_xp, earned_xp)"
+                     " SELECT player_id, season_id, delta, delta"
                      " FROM unnest($1::text[], $2::text[], $3::bigint[])"
                      "   AS u(player_id, season_id, delta)"
                      " ORDER BY player_id, season_id"
                      " ON CONFLICT (player_id, season_id) DO UPDATE"
-                     "   SET total_xp = p.total_xp + EXCLUDED.total_xp, updated_at = now()"
+                     "   SET total_xp = p.total_xp + EXCLUDED.total_xp,"
+                     "       earned_xp = p.earned_xp + EXCLUDED.earned_xp, updated_at = now()"
                      " RETURNING player_id, season_id, total_xp"},
     [ST_LEVELS] = {"levels", "UPDATE player_progress p SET level = u.level"
                              " FROM unnest($1::text[], $2::text[], $3::int[])"
