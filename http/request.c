@@ -1,6 +1,7 @@
 /** @file Request-scoped borrowing of store resources and the response helpers. */
 #include "http/request.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,4 +105,29 @@ void bp_http_reply_problem(bp_http_req_t *req, int status, const char *slug, con
     bp_http_reply_owned(req, status, text, len, BP_PROBLEM_CONTENT_TYPE);
     if (status == 401)
         req->resp.www_authenticate = "Bearer realm=\"battlepass\"";
+}
+
+bp_err_t bp_http_req_json(bp_http_req_t *req, json_t **out)
+{
+    char detail[256];
+    json_error_t jerr;
+    *out = NULL;
+    if (!req->body || req->body_len == 0) {
+        bp_http_reply_problem(req, 400, "invalid-body", "a JSON object body is required");
+        return BP_EINVAL;
+    }
+    json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(detail, sizeof(detail), "body is not valid JSON (line %d, column %d): %s",
+                 jerr.line, jerr.column, jerr.text);
+        bp_http_reply_problem(req, 400, "invalid-body", detail);
+        return BP_EINVAL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        bp_http_reply_problem(req, 400, "invalid-body", "body must be a JSON object");
+        return BP_EINVAL;
+    }
+    *out = root;
+    return BP_OK;
 }

@@ -83,6 +83,13 @@ bp_cache_t *bp_http_req_cache(bp_http_req_t *req);
  */
 const bp_season_list_t *bp_http_req_seasons(bp_http_req_t *req);
 
+/**
+ * Parse the request body as one JSON object (duplicate keys rejected).
+ * @return BP_OK with *out owned by the caller (json_decref); BP_EINVAL after replying 400
+ *         problem+json naming the problem (no body, bad JSON at line:column, not an object).
+ */
+bp_err_t bp_http_req_json(bp_http_req_t *req, json_t **out) BP_MUSTCHECK;
+
 /** Give back what the request borrowed (pool slot, snapshot); the response stays. */
 void bp_http_req_finish(bp_http_req_t *req);
 
