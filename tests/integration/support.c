@@ -359,7 +359,9 @@ void it_msgs_free(it_msg_t *m, size_t n)
 
 /* ---- HTTP ---- */
 
-int it_http_get(uint16_t port, const char *path, const char *token, char *body, size_t body_len)
+int it_http(uint16_t port, const char *method, const char *path, const char *token,
+            const char *extra_header, const char *body, char *out, size_t out_len, char *headers,
+            size_t headers_len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -370,11 +372,19 @@ int it_http_get(uint16_t port, const char *path, const char *token, char *body, 
         close(fd);
         return -1;
     }
-    char req[12288];
-    int n = snprintf(
-        req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s%s%s\r\n",
-        path, token ? "Authorization: Bearer " : "", token ? token : "", token ? "\r\n" : "");
-    if (write(fd, req, (size_t)n) != n) {
+    size_t body_len = body ? strlen(body) : 0;
+    size_t cap = body_len + 16384;
+    char *req = malloc(cap);
+    int n = snprintf(req, cap,
+                     "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     "%s%s%s%s%s%s%s%zu\r\n\r\n%s",
+                     method, path, token ? "Authorization: Bearer " : "", token ? token : "",
+                     token ? "\r\n" : "", extra_header ? extra_header : "",
+                     extra_header ? "\r\n" : "", body ? "Content-Type: application/json\r\n" : "",
+                     "Content-Length: ", body_len, body ? body : "");
+    bool sent = n > 0 && (size_t)n < cap && write(fd, req, (size_t)n) == n;
+    free(req);
+    if (!sent) {
         close(fd);
         return -1;
     }
@@ -388,11 +398,17 @@ int it_http_get(uint16_t port, const char *path, const char *token, char *body, 
     int status = -1;
     if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
         return -1;
-    if (body && body_len) {
-        const char *b = strstr(resp, "\r\n\r\n");
-        snprintf(body, body_len, "%s", b ? b + 4 : "");
-    }
+    const char *b = strstr(resp, "\r\n\r\n");
+    if (out && out_len)
+        snprintf(out, out_len, "%s", b ? b + 4 : "");
+    if (headers && headers_len)
+        snprintf(headers, headers_len, "%.*s", b ? (int)(b - resp) : 0, resp);
     return status;
+}
+
+int it_http_get(uint16_t port, const char *path, const char *token, char *body, size_t body_len)
+{
+    return it_http(port, "GET", path, token, NULL, NULL, body, body_len, NULL, 0);
 }
 
 char *it_jwt(const char *secret, const char *sub, const char *scope, long exp_offset_s)

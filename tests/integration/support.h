@@ -92,6 +92,16 @@ void it_strv_free(char **v, size_t n);
  *  The body (NUL-terminated) goes to @p body when not NULL. */
 int it_http_get(uint16_t port, const char *path, const char *token, char *body, size_t body_len);
 
+/**
+ * Send one request with an optional bearer token, extra header line (e.g.
+ * "Idempotency-Key: k1", without CRLF) and JSON body. @return HTTP status, or -1.
+ * The response body goes to @p out (NUL-terminated) and, when @p headers is not NULL, the
+ * response's header block to @p headers.
+ */
+int it_http(uint16_t port, const char *method, const char *path, const char *token,
+            const char *extra_header, const char *body, char *out, size_t out_len, char *headers,
+            size_t headers_len);
+
 /** Mint an HS256 token. @p exp_offset_s relative to now; @p sub or @p scope may be NULL
  *  to leave the claim out. @return a malloc'd string. */
 char *it_jwt(const char *secret, const char *sub, const char *scope, long exp_offset_s);
