@@ -65,6 +65,9 @@ int bp_cmd_serve(const bp_config_t *cfg)
     bp_seasons_t *seasons = bp_seasons_new(cfg->season_refresh_ms);
     if (!seasons)
         return 1;
+    char avro_dir[4096], openapi[4096];
+    snprintf(avro_dir, sizeof(avro_dir), "%s/avro", cfg->schemas_dir);
+    snprintf(openapi, sizeof(openapi), "%s/openapi/main.yaml", cfg->schemas_dir);
     bp_http_config_t hc = {
         .listen_host = cfg->http_host,
         .port = cfg->http_port,
@@ -76,19 +79,25 @@ int bp_cmd_serve(const bp_config_t *cfg)
         .jwt_issuer = cfg->jwt_issuer,
         .jwt_audience = cfg->jwt_audience,
         .seasons = seasons,
+        .kafka_bootstrap = cfg->kafka_bootstrap,
+        .xp_topic = cfg->topic_xp,
+        .rewards_topic = cfg->topic_rewards,
+        .schemas_dir = avro_dir,
+        .openapi_path = openapi,
+        .xp_grants_per_minute = (int)cfg->xp_grants_per_minute,
     };
     if (bp_http_start(&hc, &http) != BP_OK)
         goto out;
     BP_LOG_INFO("http listening", "\"host\":\"%s\",\"port\":%u", cfg->http_host,
                 (unsigned)cfg->http_port);
 
-    char schemas[4096];
-    snprintf(schemas, sizeof(schemas), "%s/avro", cfg->schemas_dir);
     bp_worker_config_t wc = {
         .kafka_bootstrap = cfg->kafka_bootstrap,
         .group = cfg->kafka_group,
         .xp_topic = cfg->topic_xp,
         .levelup_topic = cfg->topic_levelups,
+        .rewards_topic = cfg->topic_rewards,
+        .premium_topic = cfg->topic_premium,
         .dlq_topic = cfg->topic_dlq,
         .session_timeout_ms = (int)cfg->kafka_session_timeout_ms,
         .batch_max_events = (int)cfg->batch_max_events,
@@ -96,7 +105,7 @@ int bp_cmd_serve(const bp_config_t *cfg)
         .pg_dsn = cfg->pg_dsn,
         .redis_url = cfg->redis_url,
         .cache_ttl_s = (int)cfg->cache_ttl_s,
-        .schemas_dir = schemas,
+        .schemas_dir = avro_dir,
         .seasons = seasons,
         .stop = &stop_requested,
     };

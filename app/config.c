@@ -60,6 +60,8 @@ static const field_t fields[] = {
     {"BP_SCHEMAS_DIR",
      S(schemas_dir, 1, BP_SOURCE_DIR "/schemas", false, "folder with avro/ and sql/")},
     {"BP_LOG_LEVEL", S(log_level, 1, "info", false, "debug, info, warn or error")},
+    {"BP_XP_GRANTS_PER_MINUTE", I(xp_grants_per_minute, 1, 1000000, "100",
+                                  "XP grants per player per minute over HTTP (429 beyond)")},
     {"BP_SEASON_REFRESH_MS",
      I(season_refresh_ms, 100, 3600000, "5000", "how often season definitions are reloaded")},
 };

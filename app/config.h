@@ -30,6 +30,7 @@ typedef struct {
     char *schemas_dir;
     char *log_level;
     int64_t season_refresh_ms;
+    int64_t xp_grants_per_minute;
     /* derived from http_listen */
     char http_host[256];
     uint16_t http_port;

@@ -15,6 +15,8 @@ typedef struct {
     const char *xp_topic;
     const char *levelup_topic;
     const char *dlq_topic;
+    const char *rewards_topic; /**< outbox topic of RewardGrant events (auto-claims) */
+    const char *premium_topic; /**< PremiumGranted events in (consumed with the XP topic) */
     int session_timeout_ms;
     int batch_max_events;  /**< a batch closes at this many messages ... */
     int batch_max_wait_ms; /**< ... or this long after its first message */

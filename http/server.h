@@ -15,9 +15,15 @@ typedef struct {
     const char *redis_url;
     int cache_ttl_s;
     const char *jwt_hs256_secret;
-    const char *jwt_issuer;   /**< "" = not checked */
-    const char *jwt_audience; /**< "" = not checked */
-    bp_seasons_t *seasons;    /**< borrowed, shared with the worker */
+    const char *jwt_issuer;      /**< "" = not checked */
+    const char *jwt_audience;    /**< "" = not checked */
+    bp_seasons_t *seasons;       /**< borrowed, shared with the worker */
+    const char *kafka_bootstrap; /**< for POST /progress/{playerId}/xp (produces XpEvents) */
+    const char *xp_topic;
+    const char *rewards_topic; /**< outbox topic of RewardGrant events */
+    const char *schemas_dir;   /**< holds subjects.json and the .avsc files */
+    const char *openapi_path;  /**< the OpenAPI document served at GET /openapi.yaml */
+    int xp_grants_per_minute;  /**< per player, enforced with Redis (429 beyond) */
 } bp_http_config_t;
 
 typedef struct bp_http bp_http_t;
