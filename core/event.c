@@ -76,6 +76,28 @@ bp_err_t bp_xp_event_validate(const bp_xp_event_t *ev, const char **why)
     return msg == NULL ? BP_OK : BP_EINVAL;
 }
 
+bp_err_t bp_premium_event_validate(const bp_premium_event_t *ev, const char **why)
+{
+    const char *msg = NULL;
+
+    if (ev == NULL)
+        msg = "event is missing";
+    else if (!field_id_valid(ev->transaction_id, sizeof ev->transaction_id))
+        msg = "transactionId must be 1..64 characters of [A-Za-z0-9._:@-]";
+    else if (!field_id_valid(ev->player_id, sizeof ev->player_id))
+        msg = "playerId must be 1..64 characters of [A-Za-z0-9._:@-]";
+    else if (!field_id_valid(ev->season_id, sizeof ev->season_id))
+        msg = "seasonId must be 1..64 characters of [A-Za-z0-9._:@-]";
+    else if (!reason_valid(ev->source, sizeof ev->source))
+        msg = "source must be 1..64 characters of printable ASCII";
+    else if (ev->granted_at_ms <= 0)
+        msg = "grantedAt must be > 0";
+
+    if (why != NULL)
+        *why = msg;
+    return msg == NULL ? BP_OK : BP_EINVAL;
+}
+
 /* By id, then by arrival, so the first of each run of equal ids is the earliest. */
 static int id_slot_cmp(const void *a, const void *b)
 {

@@ -39,6 +39,22 @@ bool bp_id_valid(const char *id, size_t len);
  */
 bp_err_t bp_xp_event_validate(const bp_xp_event_t *ev, const char **why) BP_MUSTCHECK;
 
+/** A decoded PremiumGranted event (schemas/avro/premium_granted.avsc). */
+typedef struct {
+    char transaction_id[BP_ID_MAX + 1];
+    char player_id[BP_ID_MAX + 1];
+    char season_id[BP_ID_MAX + 1];
+    char source[BP_REASON_MAX + 1];
+    int64_t granted_at_ms;
+} bp_premium_event_t;
+
+/**
+ * Check a premium grant: transactionId, playerId and seasonId valid ids, source 1..
+ * BP_REASON_MAX bytes of printable ASCII, grantedAt > 0.
+ * @return BP_OK, or BP_EINVAL with *why set to a static reason.
+ */
+bp_err_t bp_premium_event_validate(const bp_premium_event_t *ev, const char **why) BP_MUSTCHECK;
+
 /**
  * Mark the events of a batch whose eventId already appeared earlier in the same batch.
  * @param evs   the batch, in arrival order

@@ -157,6 +157,50 @@ static void check_dups(const char *ids_csv, const char *expect)
     }
 }
 
+typedef struct {
+    const char *name;
+    const char *transaction_id, *player_id, *season_id, *source;
+    int64_t granted_at_ms;
+    bool ok;
+} premium_case_t;
+
+static void test_premium_validate(void **state)
+{
+    (void)state;
+    static const premium_case_t cases[] = {
+        {"valid", "tx-1", "p1", "s1", "purchase", 1, true},
+        {"empty transaction", "", "p1", "s1", "purchase", 1, false},
+        {"bad transaction chars", "tx 1", "p1", "s1", "purchase", 1, false},
+        {"empty player", "tx-1", "", "s1", "purchase", 1, false},
+        {"empty season", "tx-1", "p1", "", "purchase", 1, false},
+        {"empty source", "tx-1", "p1", "s1", "", 1, false},
+        {"source with control char", "tx-1", "p1", "s1", "gift\n", 1, false},
+        {"grantedAt zero", "tx-1", "p1", "s1", "gift", 0, false},
+        {"grantedAt negative", "tx-1", "p1", "s1", "gift", -5, false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const premium_case_t *c = &cases[i];
+        bp_premium_event_t ev;
+        memset(&ev, 0, sizeof(ev));
+        snprintf(ev.transaction_id, sizeof(ev.transaction_id), "%s", c->transaction_id);
+        snprintf(ev.player_id, sizeof(ev.player_id), "%s", c->player_id);
+        snprintf(ev.season_id, sizeof(ev.season_id), "%s", c->season_id);
+        snprintf(ev.source, sizeof(ev.source), "%s", c->source);
+        ev.granted_at_ms = c->granted_at_ms;
+        const char *why = NULL;
+        bp_err_t err = bp_premium_event_validate(&ev, &why);
+        if ((err == BP_OK) != c->ok)
+            fail_msg("case '%s': got %s (%s)", c->name, bp_err_str(err), why ? why : "");
+        if (!c->ok)
+            assert_non_null(why);
+    }
+    /* a 65-byte id fills the buffer with no terminator: invalid */
+    bp_premium_event_t ev;
+    memset(&ev, 'a', sizeof(ev));
+    ev.granted_at_ms = 1;
+    assert_int_equal(bp_premium_event_validate(&ev, NULL), BP_EINVAL);
+}
+
 static void test_duplicates_table(void **state)
 {
     static const struct {
@@ -216,11 +260,9 @@ static void test_duplicates_reference(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_id_valid),
-        cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_duplicates_table),
-        cmocka_unit_test(test_duplicates_empty),
-        cmocka_unit_test(test_duplicates_reference),
+        cmocka_unit_test(test_id_valid),         cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_premium_validate), cmocka_unit_test(test_duplicates_table),
+        cmocka_unit_test(test_duplicates_empty), cmocka_unit_test(test_duplicates_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
