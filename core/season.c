@@ -3,6 +3,8 @@
 
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,33 +101,41 @@ static int reward_slot_cmp(const void *a, const void *b)
     return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
+/* The checks shared by level rewards and the overflow reward; @p where names the reward in
+ * messages ("rewards[3]", "overflow.reward"). */
+static bp_err_t validate_reward_fields(const bp_reward_t *r, const char *where, char *why,
+                                       size_t why_len)
+{
+    int len;
+
+    if (r->tier != BP_TIER_FREE && r->tier != BP_TIER_PREMIUM)
+        return fail(why, why_len, "%s.tier %d is neither free nor premium", where, (int)r->tier);
+    len = field_len(r->reward_id, sizeof r->reward_id);
+    if (len == (int)sizeof r->reward_id || !bp_id_valid(r->reward_id, (size_t)len))
+        return fail(why, why_len,
+                    "%s.rewardId \"%.*s\" is not 1..%d characters of [A-Za-z0-9._:@-]", where, len,
+                    r->reward_id, BP_ID_MAX);
+    len = field_len(r->item_id, sizeof r->item_id);
+    if (len == (int)sizeof r->item_id || !bp_id_valid(r->item_id, (size_t)len))
+        return fail(why, why_len, "%s.itemId \"%.*s\" is not 1..%d characters of [A-Za-z0-9._:@-]",
+                    where, len, r->item_id, BP_ID_MAX);
+    if (r->quantity <= 0)
+        return fail(why, why_len, "%s.quantity %d must be > 0", where, (int)r->quantity);
+    if (strnlen(r->asset_url, sizeof r->asset_url) == sizeof r->asset_url)
+        return fail(why, why_len, "%s.assetUrl is longer than %d bytes", where, BP_ASSET_URL_MAX);
+    return BP_OK;
+}
+
 static bp_err_t validate_reward(const bp_season_t *s, size_t i, char *why, size_t why_len)
 {
     const bp_reward_t *r = &s->rewards[i];
-    int len;
+    char where[32];
 
     if (r->level < 1 || r->level > s->max_level)
         return fail(why, why_len, "rewards[%zu].level %d is out of range 1..%d", i, (int)r->level,
                     (int)s->max_level);
-    if (r->tier != BP_TIER_FREE && r->tier != BP_TIER_PREMIUM)
-        return fail(why, why_len, "rewards[%zu].tier %d is neither free nor premium", i,
-                    (int)r->tier);
-    len = field_len(r->reward_id, sizeof r->reward_id);
-    if (len == (int)sizeof r->reward_id || !bp_id_valid(r->reward_id, (size_t)len))
-        return fail(why, why_len,
-                    "rewards[%zu].rewardId \"%.*s\" is not 1..%d characters of [A-Za-z0-9._:@-]", i,
-                    len, r->reward_id, BP_ID_MAX);
-    len = field_len(r->item_id, sizeof r->item_id);
-    if (len == (int)sizeof r->item_id || !bp_id_valid(r->item_id, (size_t)len))
-        return fail(why, why_len,
-                    "rewards[%zu].itemId \"%.*s\" is not 1..%d characters of [A-Za-z0-9._:@-]", i,
-                    len, r->item_id, BP_ID_MAX);
-    if (r->quantity <= 0)
-        return fail(why, why_len, "rewards[%zu].quantity %d must be > 0", i, (int)r->quantity);
-    if (strnlen(r->asset_url, sizeof r->asset_url) == sizeof r->asset_url)
-        return fail(why, why_len, "rewards[%zu].assetUrl is longer than %d bytes", i,
-                    BP_ASSET_URL_MAX);
-    return BP_OK;
+    snprintf(where, sizeof where, "rewards[%zu]", i);
+    return validate_reward_fields(r, where, why, why_len);
 }
 
 static bp_err_t duplicate(const bp_season_t *s, size_t first, size_t again, char *why,
@@ -175,6 +185,103 @@ out:
     return err;
 }
 
+/* The numeric options bounded by a table rather than a chain of ifs. */
+static const struct {
+    const char *name;
+    size_t off; /* of an int64_t in bp_season_t */
+    int64_t max;
+} int_options[] = {
+    {"claimWindowMs", offsetof(bp_season_t, claim_window_ms), BP_WINDOW_MS_MAX},
+    {"lateEventGraceMs", offsetof(bp_season_t, late_grace_ms), BP_WINDOW_MS_MAX},
+    {"dailyXpCap", offsetof(bp_season_t, daily_xp_cap), BP_OPTION_XP_MAX},
+};
+
+/* A boost reason for a message: bytes a log or a JSON response cannot carry become '?'. */
+static void show_reason(const char *reason, size_t size, char *buf, size_t len)
+{
+    size_t n = strnlen(reason, size), k = 0;
+
+    for (size_t i = 0; i < n && k + 1 < len; i++) {
+        unsigned char c = (unsigned char)reason[i];
+        buf[k++] = c >= 0x20 && c <= 0x7e ? (char)c : '?';
+    }
+    buf[k] = '\0';
+}
+
+static bool reason_ok(const char *reason, size_t size)
+{
+    size_t n = strnlen(reason, size);
+
+    if (n == 0 || n > BP_REASON_MAX) /* also an unterminated buffer */
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)reason[i];
+        if (c < 0x20 || c > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+static bp_err_t validate_boost(const bp_boost_t *b, size_t i, char *why, size_t why_len)
+{
+    if (b->ends_at_ms <= b->starts_at_ms) {
+        char starts[32], ends[32];
+        bp_time_format(b->starts_at_ms, starts, sizeof starts);
+        bp_time_format(b->ends_at_ms, ends, sizeof ends);
+        return fail(why, why_len, "xpBoosts[%zu].endsAt %s is not after startsAt %s", i, ends,
+                    starts);
+    }
+    if (b->multiplier_pct < BP_BOOST_PCT_MIN || b->multiplier_pct > BP_BOOST_PCT_MAX)
+        return fail(why, why_len, "xpBoosts[%zu].multiplierPct %d is out of range %d..%d", i,
+                    (int)b->multiplier_pct, BP_BOOST_PCT_MIN, BP_BOOST_PCT_MAX);
+    if (b->n_reasons > BP_BOOST_REASONS_MAX)
+        return fail(why, why_len, "xpBoosts[%zu].reasons has %zu entries, more than %d", i,
+                    b->n_reasons, BP_BOOST_REASONS_MAX);
+    for (size_t j = 0; j < b->n_reasons; j++) {
+        if (!reason_ok(b->reasons[j], sizeof b->reasons[j])) {
+            char shown[BP_REASON_MAX + 2]; /* an unterminated field shows whole */
+            show_reason(b->reasons[j], sizeof b->reasons[j], shown, sizeof shown);
+            return fail(why, why_len,
+                        "xpBoosts[%zu].reasons[%zu] \"%s\" is not 1..%d characters of printable "
+                        "ASCII",
+                        i, j, shown, BP_REASON_MAX);
+        }
+    }
+    return BP_OK;
+}
+
+static bp_err_t validate_options(const bp_season_t *s, char *why, size_t why_len)
+{
+    bp_err_t err;
+
+    for (size_t i = 0; i < sizeof int_options / sizeof int_options[0]; i++) {
+        int64_t v;
+        memcpy(&v, (const char *)s + int_options[i].off, sizeof v);
+        if (v < 0 || v > int_options[i].max)
+            return fail(why, why_len, "%s %lld is out of range 0..%lld", int_options[i].name,
+                        (long long)v, (long long)int_options[i].max);
+    }
+    if (s->n_boosts > BP_BOOSTS_MAX)
+        return fail(why, why_len, "xpBoosts has %zu entries, more than %d", s->n_boosts,
+                    BP_BOOSTS_MAX);
+    for (size_t i = 0; i < s->n_boosts; i++) {
+        err = validate_boost(&s->boosts[i], i, why, why_len);
+        if (err != BP_OK)
+            return err;
+    }
+    switch (s->overflow) {
+    case BP_OVERFLOW_NONE:
+        return BP_OK;
+    case BP_OVERFLOW_BONUS_LEVELS:
+        if (s->overflow_xp_per_level < 1 || s->overflow_xp_per_level > BP_OPTION_XP_MAX)
+            return fail(why, why_len, "overflow.xpPerLevel %lld is out of range 1..%lld",
+                        (long long)s->overflow_xp_per_level, (long long)BP_OPTION_XP_MAX);
+        return validate_reward_fields(&s->overflow_reward, "overflow.reward", why, why_len);
+    }
+    return fail(why, why_len, "overflow.policy %d is neither none nor bonusLevels",
+                (int)s->overflow);
+}
+
 bp_err_t bp_season_validate(const bp_season_t *s, char *why, size_t why_len)
 {
     bp_err_t err;
@@ -221,7 +328,10 @@ bp_err_t bp_season_validate(const bp_season_t *s, char *why, size_t why_len)
         if (err != BP_OK)
             return err;
     }
-    return validate_unique_rewards(s, why, why_len);
+    err = validate_unique_rewards(s, why, why_len);
+    if (err != BP_OK)
+        return err;
+    return validate_options(s, why, why_len);
 }
 
 bp_season_status_t bp_season_status(const bp_season_t *s, int64_t now_ms)

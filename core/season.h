@@ -27,15 +27,23 @@ typedef struct {
     char asset_url[BP_ASSET_URL_MAX + 1]; /**< "" when none */
 } bp_reward_t;
 
+/** Largest claim window and late-event grace: a year. */
+#define BP_WINDOW_MS_MAX (INT64_C(365) * 24 * 3600 * 1000)
+/** Largest daily XP cap and XP per overflow bonus level. */
+#define BP_OPTION_XP_MAX INT64_C(1000000000)
+
 /** Most boost windows one season may declare, and reasons one boost may name. */
 #define BP_BOOSTS_MAX 16
 #define BP_BOOST_REASONS_MAX 8
+/** Range of a boost's multiplier in percent (x1.01 .. x10). */
+#define BP_BOOST_PCT_MIN 101
+#define BP_BOOST_PCT_MAX 1000
 
 /** An XP boost window (e.g. a double-XP weekend). */
 typedef struct {
-    int64_t starts_at_ms; /**< inclusive, compared with the event's occurredAt */
-    int64_t ends_at_ms;   /**< exclusive */
-    int32_t multiplier_pct; /**< 200 = double XP; 101..1000 */
+    int64_t starts_at_ms;   /**< inclusive, compared with the event's occurredAt */
+    int64_t ends_at_ms;     /**< exclusive */
+    int32_t multiplier_pct; /**< 200 = double XP; BP_BOOST_PCT_MIN..BP_BOOST_PCT_MAX */
     size_t n_reasons;       /**< 0: every reason */
     char reasons[BP_BOOST_REASONS_MAX][BP_REASON_MAX + 1];
 } bp_boost_t;
@@ -65,9 +73,9 @@ typedef struct {
     int64_t daily_xp_cap;        /**< earned XP per player per UTC day; 0 = no cap */
     bp_boost_t boosts[BP_BOOSTS_MAX];
     size_t n_boosts;
-    bp_overflow_t overflow;          /**< XP past the last level */
-    int64_t overflow_xp_per_level;   /**< BP_OVERFLOW_BONUS_LEVELS: XP per bonus level */
-    bp_reward_t overflow_reward;     /**< granted for each bonus level (level field unused) */
+    bp_overflow_t overflow;        /**< XP past the last level */
+    int64_t overflow_xp_per_level; /**< BP_OVERFLOW_BONUS_LEVELS: XP per bonus level */
+    bp_reward_t overflow_reward;   /**< granted for each bonus level (level field unused) */
 } bp_season_t;
 
 /** Allocate xp_total for @p max_level levels (zeroed) and room for @p n_rewards rewards.
@@ -80,7 +88,12 @@ void bp_season_fini(bp_season_t *s);
  * Check a season definition: id valid, name non-empty, ends > starts, 1 <= max_level <=
  * BP_LEVEL_MAX, xp_total[1] == 0 and strictly increasing, each reward on a level in
  * 1..max_level with a valid rewardId and itemId and quantity > 0, no two rewards with the
- * same (level, tier, rewardId).
+ * same (level, tier, rewardId); options: 0 <= claim_window_ms, late_grace_ms <=
+ * BP_WINDOW_MS_MAX, 0 <= daily_xp_cap <= BP_OPTION_XP_MAX, n_boosts <= BP_BOOSTS_MAX, each
+ * boost with ends > starts, BP_BOOST_PCT_MIN <= multiplier_pct <= BP_BOOST_PCT_MAX and up to
+ * BP_BOOST_REASONS_MAX reasons of 1..BP_REASON_MAX printable ASCII; overflow a known policy, and
+ * with bonus levels 0 < overflow_xp_per_level <= BP_OPTION_XP_MAX and a valid overflow_reward
+ * (rewardId, itemId, quantity > 0, tier; its level is not checked).
  * @return BP_OK, or BP_EINVAL with a message naming the problem written to @p why
  *         (e.g. "levels[3].xpTotal 100 is not greater than level 2's 100").
  */

@@ -230,6 +230,202 @@ static void m_rew_none(bp_season_t *s)
     s->n_rewards = 0;
 }
 
+/* Options. A valid boost and a valid overflow first; the others break one thing. */
+static void set_boost(bp_boost_t *b, int64_t starts, int64_t ends, int32_t pct)
+{
+    memset(b, 0, sizeof *b);
+    b->starts_at_ms = starts;
+    b->ends_at_ms = ends;
+    b->multiplier_pct = pct;
+}
+static void m_options_ok(bp_season_t *s)
+{
+    s->auto_claim = true;
+    s->grant_unclaimed_at_end = true;
+    s->claim_window_ms = 7 * DAY;
+    s->late_grace_ms = DAY;
+    s->daily_xp_cap = 5000;
+    set_boost(&s->boosts[0], T2026, T2026 + 2 * DAY, 200);
+    set_boost(&s->boosts[1], T2026 + DAY, T2026 + 3 * DAY, 150);
+    strcpy(s->boosts[1].reasons[0], "match_complete");
+    strcpy(s->boosts[1].reasons[1], "mission complete!");
+    s->boosts[1].n_reasons = 2;
+    s->n_boosts = 2;
+    s->overflow = BP_OVERFLOW_BONUS_LEVELS;
+    s->overflow_xp_per_level = 1000;
+    set_reward(&s->overflow_reward, 0, BP_TIER_PREMIUM, "bonus", "chest.bonus", 1);
+}
+static void m_window_neg(bp_season_t *s)
+{
+    s->claim_window_ms = -1;
+}
+static void m_window_max(bp_season_t *s)
+{
+    s->claim_window_ms = BP_WINDOW_MS_MAX;
+}
+static void m_window_big(bp_season_t *s)
+{
+    s->claim_window_ms = BP_WINDOW_MS_MAX + 1;
+}
+static void m_grace_neg(bp_season_t *s)
+{
+    s->late_grace_ms = -DAY;
+}
+static void m_grace_max(bp_season_t *s)
+{
+    s->late_grace_ms = BP_WINDOW_MS_MAX;
+}
+static void m_grace_big(bp_season_t *s)
+{
+    s->late_grace_ms = INT64_MAX;
+}
+static void m_cap_neg(bp_season_t *s)
+{
+    s->daily_xp_cap = -1;
+}
+static void m_cap_max(bp_season_t *s)
+{
+    s->daily_xp_cap = 1000000000;
+}
+static void m_cap_big(bp_season_t *s)
+{
+    s->daily_xp_cap = 1000000001;
+}
+static void m_boosts_16(bp_season_t *s)
+{
+    for (size_t i = 0; i < BP_BOOSTS_MAX; i++)
+        set_boost(&s->boosts[i], T2026 + (int64_t)i * DAY, T2026 + (int64_t)(i + 1) * DAY, 200);
+    s->n_boosts = BP_BOOSTS_MAX;
+}
+static void m_boosts_17(bp_season_t *s)
+{
+    m_boosts_16(s);
+    s->n_boosts = BP_BOOSTS_MAX + 1;
+}
+static void m_boost_pct_100(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[1].multiplier_pct = 100;
+}
+static void m_boost_pct_101(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[1].multiplier_pct = 101;
+}
+static void m_boost_pct_1000(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[1].multiplier_pct = 1000;
+}
+static void m_boost_pct_1001(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[1].multiplier_pct = 1001;
+}
+static void m_boost_pct_0(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[0].multiplier_pct = 0;
+}
+static void m_boost_ends_eq(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[0].ends_at_ms = s->boosts[0].starts_at_ms;
+}
+static void m_boost_ends_before(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[1].ends_at_ms = T2026;
+}
+static void m_boost_ends_plus1(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[0].ends_at_ms = s->boosts[0].starts_at_ms + 1;
+}
+static void m_boost_reasons_9(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[1].n_reasons = BP_BOOST_REASONS_MAX + 1;
+}
+static void m_boost_reasons_8(bp_season_t *s)
+{
+    m_options_ok(s);
+    for (size_t j = 0; j < BP_BOOST_REASONS_MAX; j++)
+        snprintf(s->boosts[1].reasons[j], sizeof s->boosts[1].reasons[j], "reason-%zu", j);
+    s->boosts[1].n_reasons = BP_BOOST_REASONS_MAX;
+}
+static void m_boost_reason_empty(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->boosts[1].reasons[1][0] = '\0';
+}
+static void m_boost_reason_64(bp_season_t *s)
+{
+    m_options_ok(s);
+    set_field(s->boosts[1].reasons[0], sizeof s->boosts[1].reasons[0], S64);
+}
+static void m_boost_reason_65(bp_season_t *s)
+{
+    m_options_ok(s);
+    set_field(s->boosts[1].reasons[0], sizeof s->boosts[1].reasons[0], S65);
+}
+static void m_boost_reason_ctrl(bp_season_t *s)
+{
+    m_options_ok(s);
+    strcpy(s->boosts[1].reasons[1], "tab\there\x7f");
+}
+static void m_overflow_ok_none(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->overflow = BP_OVERFLOW_NONE; /* the rest is ignored */
+    s->overflow_xp_per_level = -5;
+    s->overflow_reward.quantity = 0;
+}
+static void m_overflow_xp0(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->overflow_xp_per_level = 0;
+}
+static void m_overflow_xp_big(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->overflow_xp_per_level = 1000000001;
+}
+static void m_overflow_xp_1(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->overflow_xp_per_level = 1;
+}
+static void m_overflow_reward_id(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->overflow_reward.reward_id[0] = '\0';
+}
+static void m_overflow_item_id(bp_season_t *s)
+{
+    m_options_ok(s);
+    strcpy(s->overflow_reward.item_id, "chest bonus");
+}
+static void m_overflow_qty0(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->overflow_reward.quantity = 0;
+}
+static void m_overflow_tier(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->overflow_reward.tier = (bp_tier_t)2;
+}
+static void m_overflow_url(bp_season_t *s)
+{
+    m_options_ok(s);
+    memset(s->overflow_reward.asset_url, 'u', sizeof s->overflow_reward.asset_url);
+}
+static void m_overflow_policy(bp_season_t *s)
+{
+    s->overflow = (bp_overflow_t)7;
+}
+
 static void test_validate(void **state)
 {
     static const struct {
@@ -273,6 +469,60 @@ static void test_validate(void **state)
         {"same level, other rewardId", m_rew_same_id_other_tier, NULL},
         {"rewards missing", m_rew_missing, "rewards are missing (3 declared)"},
         {"no rewards", m_rew_none, NULL},
+        {"every option set", m_options_ok, NULL},
+        {"claim window -1", m_window_neg, "claimWindowMs -1 is out of range 0..31536000000"},
+        {"claim window a year", m_window_max, NULL},
+        {"claim window past a year", m_window_big,
+         "claimWindowMs 31536000001 is out of range 0..31536000000"},
+        {"late grace negative", m_grace_neg,
+         "lateEventGraceMs -86400000 is out of range 0..31536000000"},
+        {"late grace a year", m_grace_max, NULL},
+        {"late grace huge", m_grace_big,
+         "lateEventGraceMs 9223372036854775807 is out of range 0..31536000000"},
+        {"daily cap -1", m_cap_neg, "dailyXpCap -1 is out of range 0..1000000000"},
+        {"daily cap 10^9", m_cap_max, NULL},
+        {"daily cap 10^9 + 1", m_cap_big, "dailyXpCap 1000000001 is out of range 0..1000000000"},
+        {"16 boosts", m_boosts_16, NULL},
+        {"17 boosts", m_boosts_17, "xpBoosts has 17 entries, more than 16"},
+        {"boost x1.00", m_boost_pct_100, "xpBoosts[1].multiplierPct 100 is out of range 101..1000"},
+        {"boost x1.01", m_boost_pct_101, NULL},
+        {"boost x10", m_boost_pct_1000, NULL},
+        {"boost x10.01", m_boost_pct_1001,
+         "xpBoosts[1].multiplierPct 1001 is out of range 101..1000"},
+        {"boost x0", m_boost_pct_0, "xpBoosts[0].multiplierPct 0 is out of range 101..1000"},
+        {"boost ends == starts", m_boost_ends_eq,
+         "xpBoosts[0].endsAt 2026-01-01T00:00:00.000Z is not after startsAt "
+         "2026-01-01T00:00:00.000Z"},
+        {"boost ends before starts", m_boost_ends_before,
+         "xpBoosts[1].endsAt 2026-01-01T00:00:00.000Z is not after startsAt "
+         "2026-01-02T00:00:00.000Z"},
+        {"boost of 1 ms", m_boost_ends_plus1, NULL},
+        {"boost with 9 reasons", m_boost_reasons_9,
+         "xpBoosts[1].reasons has 9 entries, more than 8"},
+        {"boost with 8 reasons", m_boost_reasons_8, NULL},
+        {"boost reason empty", m_boost_reason_empty,
+         "xpBoosts[1].reasons[1] \"\" is not 1..64 characters of printable ASCII"},
+        {"boost reason 64 bytes", m_boost_reason_64, NULL},
+        {"boost reason 65 bytes", m_boost_reason_65,
+         "xpBoosts[1].reasons[0] \"" S65 "\" is not 1..64 characters of printable ASCII"},
+        {"boost reason control chars", m_boost_reason_ctrl,
+         "xpBoosts[1].reasons[1] \"tab?here?\" is not 1..64 characters of printable ASCII"},
+        {"overflow none ignores the rest", m_overflow_ok_none, NULL},
+        {"overflow xpPerLevel 0", m_overflow_xp0,
+         "overflow.xpPerLevel 0 is out of range 1..1000000000"},
+        {"overflow xpPerLevel 1", m_overflow_xp_1, NULL},
+        {"overflow xpPerLevel too big", m_overflow_xp_big,
+         "overflow.xpPerLevel 1000000001 is out of range 1..1000000000"},
+        {"overflow rewardId empty", m_overflow_reward_id,
+         "overflow.reward.rewardId \"\" is not 1..64 characters of [A-Za-z0-9._:@-]"},
+        {"overflow itemId bad", m_overflow_item_id,
+         "overflow.reward.itemId \"chest bonus\" is not 1..64 characters of [A-Za-z0-9._:@-]"},
+        {"overflow quantity 0", m_overflow_qty0, "overflow.reward.quantity 0 must be > 0"},
+        {"overflow tier", m_overflow_tier, "overflow.reward.tier 2 is neither free nor premium"},
+        {"overflow assetUrl too long", m_overflow_url,
+         "overflow.reward.assetUrl is longer than 512 bytes"},
+        {"overflow policy unknown", m_overflow_policy,
+         "overflow.policy 7 is neither none nor bonusLevels"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
