@@ -12,26 +12,45 @@
 #include <librdkafka/rdkafka.h>
 
 #include "app/log.h"
+#include "consumers/premium.h"
 #include "core/event.h"
+#include "core/reward.h"
 #include "core/season.h"
 #include "producers/codec.h"
 #include "producers/producer.h"
 #include "producers/relay.h"
 #include "store/cache.h"
 #include "store/pg.h"
+#include "store/rewards.h"
 
 #define RELAY_LIMIT 2000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STATS_EVERY_MS 10000
 
+/* The topics the worker consumes, as indices into worker_t.topics. */
+enum { T_XP = 0, T_PREMIUM, T_COUNT };
+
 /* One assigned partition. */
 typedef struct {
+    int topic; /* T_XP or T_PREMIUM */
     int32_t partition;
     int64_t epoch;       /* fencing token from bp_pg_partitions_claim */
     int64_t batch_start; /* offset of its first message in the current batch, -1 if none */
     int64_t next_offset; /* offset after its last message in the current batch */
 } part_t;
+
+/* A PremiumGranted of the batch, with what the DLQ would need if it is refused. */
+typedef struct {
+    bp_premium_event_t ev;
+    int season_idx;
+    int32_t partition;
+    int64_t offset;
+    void *key; /* heap copies */
+    size_t key_len;
+    void *value;
+    size_t value_len;
+} premium_msg_t;
 
 typedef struct {
     const bp_worker_config_t *cfg;
@@ -41,6 +60,8 @@ typedef struct {
     bp_pg_t *pg;
     bp_cache_t *cache;
     int32_t xp_schema_id;
+    int32_t premium_schema_id;
+    const char *topics[T_COUNT];
 
     part_t *parts;
     size_t n_parts;
@@ -51,6 +72,8 @@ typedef struct {
     int *season_idx;
     int32_t *ev_part;
     size_t n_evs;
+    premium_msg_t *premiums; /* premium grants of the batch, applied before its XP */
+    size_t n_premiums, cap_premiums;
     size_t n_msgs;
     size_t n_dlq;
 
@@ -58,7 +81,7 @@ typedef struct {
     int backoff_ms;
     struct {
         unsigned long long consumed, applied, duplicates, unattributed, dlq, level_ups, batches,
-            relayed;
+            relayed, premiums, auto_grants;
     } stats;
 } worker_t;
 
@@ -87,16 +110,34 @@ static void nap(const worker_t *w, int ms)
     }
 }
 
-static part_t *find_part(worker_t *w, int32_t partition)
+static part_t *find_part(worker_t *w, int topic, int32_t partition)
 {
     for (size_t i = 0; i < w->n_parts; i++)
-        if (w->parts[i].partition == partition)
+        if (w->parts[i].topic == topic && w->parts[i].partition == partition)
             return &w->parts[i];
     return NULL;
 }
 
+/* @return the T_* index of topic @p name, or -1. */
+static int topic_index(const worker_t *w, const char *name)
+{
+    for (int t = 0; t < T_COUNT; t++)
+        if (strcmp(w->topics[t], name) == 0)
+            return t;
+    return -1;
+}
+
+static void premium_msg_free(premium_msg_t *p)
+{
+    free(p->key);
+    free(p->value);
+}
+
 static void batch_reset(worker_t *w)
 {
+    for (size_t i = 0; i < w->n_premiums; i++)
+        premium_msg_free(&w->premiums[i]);
+    w->n_premiums = 0;
     w->n_evs = w->n_msgs = w->n_dlq = 0;
     for (size_t i = 0; i < w->n_parts; i++)
         w->parts[i].batch_start = -1;
@@ -104,50 +145,104 @@ static void batch_reset(worker_t *w)
 
 /* ---- DLQ ---- */
 
-static bp_err_t send_to_dlq(worker_t *w, const rd_kafka_message_t *m, const char *why)
+static bp_err_t dlq_send(worker_t *w, const char *topic, int32_t partition, int64_t offset,
+                         const void *key, size_t key_len, const void *value, size_t value_len,
+                         const char *why)
 {
     char part[16], off[24];
-    const char *topic = rd_kafka_topic_name(m->rkt);
-    snprintf(part, sizeof(part), "%d", (int)m->partition);
-    snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+    snprintf(part, sizeof(part), "%d", (int)partition);
+    snprintf(off, sizeof(off), "%lld", (long long)offset);
     bp_header_t h[4] = {{"error", why, strlen(why)},
                         {"source-topic", topic, strlen(topic)},
                         {"source-partition", part, strlen(part)},
                         {"source-offset", off, strlen(off)}};
     BP_LOG_WARN("event sent to DLQ",
                 "\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"error\":\"%s\"", topic,
-                (int)m->partition, (long long)m->offset, why);
+                (int)partition, (long long)offset, why);
     w->n_dlq++;
-    return bp_producer_send(w->prod, w->cfg->dlq_topic, m->key, m->key_len, m->payload, m->len, h,
-                            4);
+    return bp_producer_send(w->prod, w->cfg->dlq_topic, key, key_len, value, value_len, h, 4);
+}
+
+static bp_err_t send_to_dlq(worker_t *w, const rd_kafka_message_t *m, const char *why)
+{
+    return dlq_send(w, rd_kafka_topic_name(m->rkt), m->partition, m->offset, m->key, m->key_len,
+                    m->payload, m->len, why);
 }
 
 /* ---- one message into the batch ---- */
 
+/* Decode, validate and attribute an XP event into the batch. @return BP_OK, BP_EINVAL
+ * with *why (to the DLQ). */
+static bp_err_t take_xp(worker_t *w, const rd_kafka_message_t *m, const char **why)
+{
+    bp_xp_event_t *ev = &w->evs[w->n_evs];
+    int idx = -1;
+    bp_err_t err = bp_codec_decode_xp(w->codec, w->xp_schema_id, m->payload, m->len, ev, why);
+    if (err == BP_OK)
+        err = bp_xp_event_validate(ev, why);
+    if (err == BP_OK)
+        err = bp_event_attribute(w->snap->items, w->snap->n, ev, &idx, why);
+    if (err != BP_OK)
+        return err;
+    /* Too late for its season's grace window: recorded as processed, changes nothing. */
+    if (idx >= 0 && !bp_season_accepts(&w->snap->items[idx], now_ms()))
+        idx = -1;
+    w->season_idx[w->n_evs] = idx;
+    w->ev_part[w->n_evs] = m->partition;
+    w->n_evs++;
+    return BP_OK;
+}
+
+/* Decode and validate a PremiumGranted into the batch. @return BP_OK, BP_EINVAL with
+ * *why (to the DLQ), BP_ENOMEM. */
+static bp_err_t take_premium(worker_t *w, const rd_kafka_message_t *m, const char **why)
+{
+    premium_msg_t p = {.partition = m->partition, .offset = m->offset};
+    bp_err_t err =
+        bp_premium_decode(w->codec, w->premium_schema_id, m->payload, m->len, &p.ev, why);
+    if (err != BP_OK)
+        return err;
+    p.season_idx = bp_season_find(w->snap->items, w->snap->n, p.ev.season_id);
+    if (p.season_idx < 0) {
+        *why = "seasonId names no known season";
+        return BP_EINVAL;
+    }
+    if (w->n_premiums == w->cap_premiums) {
+        size_t cap = w->cap_premiums ? w->cap_premiums * 2 : 16;
+        premium_msg_t *np = realloc(w->premiums, cap * sizeof(*np));
+        if (!np)
+            return BP_ENOMEM;
+        w->premiums = np;
+        w->cap_premiums = cap;
+    }
+    p.key = malloc(m->key_len + 1);
+    p.value = malloc(m->len + 1);
+    if (!p.key || !p.value) {
+        premium_msg_free(&p);
+        return BP_ENOMEM;
+    }
+    if (m->key_len)
+        memcpy(p.key, m->key, m->key_len);
+    if (m->len)
+        memcpy(p.value, m->payload, m->len);
+    p.key_len = m->key_len;
+    p.value_len = m->len;
+    w->premiums[w->n_premiums++] = p;
+    return BP_OK;
+}
+
 static bp_err_t add_message(worker_t *w, const rd_kafka_message_t *m)
 {
-    part_t *p = find_part(w, m->partition);
+    int t = topic_index(w, rd_kafka_topic_name(m->rkt));
+    part_t *p = t < 0 ? NULL : find_part(w, t, m->partition);
     if (!p)
         return BP_OK; /* left over from a revoked assignment */
-    bp_xp_event_t *ev = &w->evs[w->n_evs];
     const char *why = NULL;
-    int idx = -1;
-    bp_err_t err = bp_codec_decode_xp(w->codec, w->xp_schema_id, m->payload, m->len, ev, &why);
-    if (err == BP_OK)
-        err = bp_xp_event_validate(ev, &why);
-    if (err == BP_OK)
-        err = bp_event_attribute(w->snap->items, w->snap->n, ev, &idx, &why);
-    if (err == BP_OK) {
-        w->season_idx[w->n_evs] = idx;
-        w->ev_part[w->n_evs] = m->partition;
-        w->n_evs++;
-    } else if (err == BP_EINVAL) {
+    bp_err_t err = t == T_XP ? take_xp(w, m, &why) : take_premium(w, m, &why);
+    if (err == BP_EINVAL)
         err = send_to_dlq(w, m, why ? why : "invalid event");
-        if (err != BP_OK)
-            return err;
-    } else {
+    if (err != BP_OK)
         return err;
-    }
     if (p->batch_start < 0)
         p->batch_start = m->offset;
     p->next_offset = m->offset + 1;
@@ -164,8 +259,9 @@ static void rewind_batch(worker_t *w)
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)w->n_parts);
     for (size_t i = 0; i < w->n_parts; i++)
         if (w->parts[i].batch_start >= 0)
-            rd_kafka_topic_partition_list_add(l, w->cfg->xp_topic, w->parts[i].partition)->offset =
-                w->parts[i].batch_start;
+            rd_kafka_topic_partition_list_add(l, w->topics[w->parts[i].topic],
+                                              w->parts[i].partition)
+                ->offset = w->parts[i].batch_start;
     if (l->cnt > 0) {
         rd_kafka_error_t *e = rd_kafka_seek_partitions(w->rk, l, 5000);
         if (e) {
@@ -177,29 +273,34 @@ static void rewind_batch(worker_t *w)
     batch_reset(w);
 }
 
-/* Remove the events and offsets of partitions we no longer own. */
-static void drop_partitions(worker_t *w, const int32_t *gone, size_t n_gone)
+/* Remove the messages and offsets of partitions we no longer own. */
+static void drop_partitions(worker_t *w, const bp_partition_state_t *gone, size_t n_gone)
 {
-    size_t keep = 0;
-    for (size_t i = 0; i < w->n_evs; i++) {
-        bool drop = false;
-        for (size_t j = 0; j < n_gone && !drop; j++)
-            drop = w->ev_part[i] == gone[j];
-        if (drop)
-            continue;
-        w->evs[keep] = w->evs[i];
-        w->season_idx[keep] = w->season_idx[i];
-        w->ev_part[keep] = w->ev_part[i];
-        keep++;
-    }
-    w->n_evs = keep;
     for (size_t j = 0; j < n_gone; j++) {
-        for (size_t i = 0; i < w->n_parts; i++) {
-            if (w->parts[i].partition == gone[j]) {
-                w->parts[i] = w->parts[--w->n_parts];
-                break;
+        int t = topic_index(w, gone[j].topic);
+        size_t keep = 0;
+        if (t == T_XP) {
+            for (size_t i = 0; i < w->n_evs; i++) {
+                if (w->ev_part[i] == gone[j].partition)
+                    continue;
+                w->evs[keep] = w->evs[i];
+                w->season_idx[keep] = w->season_idx[i];
+                w->ev_part[keep] = w->ev_part[i];
+                keep++;
             }
+            w->n_evs = keep;
+        } else if (t == T_PREMIUM) {
+            for (size_t i = 0; i < w->n_premiums; i++) {
+                if (w->premiums[i].partition == gone[j].partition)
+                    premium_msg_free(&w->premiums[i]);
+                else
+                    w->premiums[keep++] = w->premiums[i];
+            }
+            w->n_premiums = keep;
         }
+        part_t *p = find_part(w, t, gone[j].partition);
+        if (p)
+            *p = w->parts[--w->n_parts];
     }
 }
 
@@ -211,6 +312,7 @@ static void after_commit(worker_t *w, const bp_batch_result_t *r)
     w->stats.duplicates += r->duplicates;
     w->stats.unattributed += r->unattributed;
     w->stats.level_ups += r->level_ups;
+    w->stats.auto_grants += r->auto_grants;
     w->stats.dlq += w->n_dlq;
     w->stats.batches++;
 
@@ -236,18 +338,47 @@ static void after_commit(worker_t *w, const bp_batch_result_t *r)
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)w->n_parts);
     for (size_t i = 0; i < w->n_parts; i++)
         if (w->parts[i].batch_start >= 0)
-            rd_kafka_topic_partition_list_add(l, w->cfg->xp_topic, w->parts[i].partition)->offset =
-                w->parts[i].next_offset;
+            rd_kafka_topic_partition_list_add(l, w->topics[w->parts[i].topic],
+                                              w->parts[i].partition)
+                ->offset = w->parts[i].next_offset;
     if (l->cnt > 0)
         (void)rd_kafka_commit(w->rk, l, 1);
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Grant the batch's premium passes, each in its own transaction (idempotent by
+ * transactionId, so a batch consumed again changes nothing). A transactionId already used
+ * for another player or season goes to the DLQ. @return BP_OK, BP_ERETRY, BP_EFATAL. */
+static bp_err_t apply_premiums(worker_t *w)
+{
+    for (size_t i = 0; i < w->n_premiums; i++) {
+        premium_msg_t *p = &w->premiums[i];
+        bp_premium_result_t result;
+        bp_err_t err = bp_pg_premium_grant(w->pg, &w->snap->items[p->season_idx], p->ev.player_id,
+                                           p->ev.transaction_id, p->ev.source, p->ev.granted_at_ms,
+                                           "worker", w->cfg->rewards_topic, &result, NULL);
+        if (err != BP_OK)
+            return err;
+        if (result == BP_PREMIUM_CONFLICT) {
+            err = dlq_send(w, w->topics[T_PREMIUM], p->partition, p->offset, p->key, p->key_len,
+                           p->value, p->value_len,
+                           "transactionId already used for another player or season");
+            if (err != BP_OK)
+                return err;
+        } else if (result == BP_PREMIUM_GRANTED) {
+            w->stats.premiums++;
+        }
+    }
+    return BP_OK;
 }
 
 /* Apply the batch once. @return BP_OK (committed, batch cleared), BP_ERETRY (caller
  * rewinds and backs off), BP_EFATAL. Fenced partitions are dropped and the rest retried. */
 static bp_err_t apply_batch(worker_t *w)
 {
-    bp_err_t err = BP_OK;
+    bp_err_t err = apply_premiums(w);
+    if (err != BP_OK)
+        return err;
     if (w->n_dlq > 0 && bp_producer_flush(w->prod, 30000) != BP_OK) {
         BP_LOG_WARN("DLQ delivery failed; batch will be consumed again", NULL);
         return BP_ERETRY;
@@ -258,6 +389,7 @@ static bp_err_t apply_batch(worker_t *w)
         for (size_t i = 0; i < w->n_parts && n_offs < 256; i++) {
             if (w->parts[i].batch_start < 0)
                 continue;
+            offs[n_offs].topic = w->topics[w->parts[i].topic];
             offs[n_offs].partition = w->parts[i].partition;
             offs[n_offs].next_offset = w->parts[i].next_offset;
             offs[n_offs].epoch = w->parts[i].epoch;
@@ -269,7 +401,6 @@ static bp_err_t apply_batch(worker_t *w)
         }
         bp_batch_t b = {
             .group = w->cfg->group,
-            .topic = w->cfg->xp_topic,
             .events = w->evs,
             .season_idx = w->season_idx,
             .n_events = w->n_evs,
@@ -278,6 +409,7 @@ static bp_err_t apply_batch(worker_t *w)
             .offsets = offs,
             .n_offsets = n_offs,
             .levelup_topic = w->cfg->levelup_topic,
+            .rewards_topic = w->cfg->rewards_topic,
         };
         bp_batch_result_t r;
         int64_t t0 = mono_ms();
@@ -296,7 +428,8 @@ static bp_err_t apply_batch(worker_t *w)
         if (err == BP_EINVAL && r.n_fenced > 0) {
             for (size_t i = 0; i < r.n_fenced; i++)
                 BP_LOG_WARN("partition fenced: another worker owns it now",
-                            "\"topic\":\"%s\",\"partition\":%d", w->cfg->xp_topic, r.fenced[i]);
+                            "\"topic\":\"%s\",\"partition\":%d", r.fenced[i].topic,
+                            (int)r.fenced[i].partition);
             drop_partitions(w, r.fenced, r.n_fenced);
             bp_batch_result_fini(&r);
             continue;
@@ -308,37 +441,56 @@ static bp_err_t apply_batch(worker_t *w)
 
 /* ---- rebalancing ---- */
 
-static void on_assign(worker_t *w, rd_kafka_topic_partition_list_t *parts)
+/* Claim the assigned partitions of topic @p t in PostgreSQL (retrying until it works or
+ * the worker stops); fills their offsets and epochs in @p st. */
+static void claim_topic(worker_t *w, int t, bp_partition_state_t *st, size_t n)
 {
-    bp_partition_state_t *st = calloc((size_t)parts->cnt + 1, sizeof(*st));
-    part_t *np = calloc((size_t)parts->cnt + 1, sizeof(*np));
-    if (!st || !np)
-        abort(); /* cannot assign without memory; a restart is the only sane answer */
-    for (int i = 0; i < parts->cnt; i++)
-        st[i].partition = parts->elems[i].partition;
     /* Claiming bumps each partition's epoch so the previous owner can no longer commit. */
     int backoff = BACKOFF_MIN_MS;
-    while (bp_pg_partitions_claim(w->pg, w->cfg->group, w->cfg->xp_topic, st, (size_t)parts->cnt) !=
-           BP_OK) {
+    while (n > 0 && bp_pg_partitions_claim(w->pg, w->cfg->group, w->topics[t], st, n) != BP_OK) {
         if (*w->cfg->stop)
             break;
         BP_LOG_WARN("cannot claim partitions in PostgreSQL, retrying", "\"backoffMs\":%d", backoff);
         nap(w, backoff);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
-    for (int i = 0; i < parts->cnt; i++) {
-        parts->elems[i].offset =
-            st[i].next_offset >= 0 ? st[i].next_offset : RD_KAFKA_OFFSET_BEGINNING;
-        np[i] = (part_t){st[i].partition, st[i].epoch, -1, -1};
+}
+
+static void on_assign(worker_t *w, rd_kafka_topic_partition_list_t *parts)
+{
+    size_t n = (size_t)parts->cnt;
+    bp_partition_state_t *st = calloc(n + 1, sizeof(*st));
+    part_t *np = calloc(n + 1, sizeof(*np));
+    int *topic_of = calloc(n + 1, sizeof(*topic_of));
+    if (!st || !np || !topic_of)
+        abort(); /* cannot assign without memory; a restart is the only sane answer */
+    /* Group by topic: st holds the XP partitions first, then the premium ones. */
+    size_t k = 0;
+    for (int t = 0; t < T_COUNT; t++) {
+        size_t first = k;
+        for (size_t i = 0; i < n; i++) {
+            if (topic_index(w, parts->elems[i].topic) != t)
+                continue;
+            st[k].topic = w->topics[t];
+            st[k].partition = parts->elems[i].partition;
+            topic_of[k++] = t;
+        }
+        claim_topic(w, t, st + first, k - first);
+    }
+    for (size_t i = 0; i < k; i++) {
+        rd_kafka_topic_partition_t *e =
+            rd_kafka_topic_partition_list_find(parts, st[i].topic, st[i].partition);
+        e->offset = st[i].next_offset >= 0 ? st[i].next_offset : RD_KAFKA_OFFSET_BEGINNING;
+        np[i] = (part_t){topic_of[i], st[i].partition, st[i].epoch, -1, -1};
         BP_LOG_INFO("partition assigned",
-                    "\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"epoch\":%lld",
-                    parts->elems[i].topic, (int)st[i].partition, (long long)st[i].next_offset,
-                    (long long)st[i].epoch);
+                    "\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"epoch\":%lld", st[i].topic,
+                    (int)st[i].partition, (long long)st[i].next_offset, (long long)st[i].epoch);
     }
     free(w->parts);
     w->parts = np;
-    w->n_parts = (size_t)parts->cnt;
+    w->n_parts = k;
     free(st);
+    free(topic_of);
     rd_kafka_assign(w->rk, parts);
 }
 
@@ -405,8 +557,9 @@ static bp_err_t make_consumer(worker_t *w)
         return BP_EFATAL;
     }
     rd_kafka_poll_set_consumer(w->rk);
-    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(topics, c->xp_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(T_COUNT);
+    for (int t = 0; t < T_COUNT; t++)
+        rd_kafka_topic_partition_list_add(topics, w->topics[t], RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(w->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (e) {
@@ -432,15 +585,20 @@ static bp_err_t setup(worker_t *w)
                      why);
         return BP_EFATAL;
     }
-    char subject[300];
-    snprintf(subject, sizeof(subject), "%s-value", c->xp_topic);
-    w->xp_schema_id = bp_codec_subject_id(w->codec, subject);
-    snprintf(subject, sizeof(subject), "%s-value", c->levelup_topic);
-    if (w->xp_schema_id < 0 || bp_codec_subject_id(w->codec, subject) < 0) {
-        BP_LOG_ERROR("subjects.json lacks the subject of a configured topic",
-                     "\"xpTopic\":\"%s\",\"levelUpTopic\":\"%s\"", c->xp_topic, c->levelup_topic);
-        return BP_EFATAL;
+    /* Every topic read or written needs its "<topic>-value" subject in subjects.json. */
+    const char *needed[] = {c->xp_topic, c->premium_topic, c->levelup_topic, c->rewards_topic};
+    int32_t ids[4];
+    for (size_t i = 0; i < 4; i++) {
+        char subject[300];
+        snprintf(subject, sizeof(subject), "%s-value", needed[i]);
+        if ((ids[i] = bp_codec_subject_id(w->codec, subject)) < 0) {
+            BP_LOG_ERROR("subjects.json lacks the subject of a configured topic",
+                         "\"subject\":\"%s\"", subject);
+            return BP_EFATAL;
+        }
     }
+    w->xp_schema_id = ids[0];
+    w->premium_schema_id = ids[1];
     if (bp_producer_new(c->kafka_bootstrap, &w->prod, why, sizeof(why)) != BP_OK) {
         BP_LOG_ERROR("kafka producer", "\"error\":\"%s\"", why);
         return BP_EFATAL;
@@ -474,6 +632,9 @@ static void teardown(worker_t *w)
     free(w->season_idx);
     free(w->ev_part);
     free(w->parts);
+    for (size_t i = 0; i < w->n_premiums; i++)
+        premium_msg_free(&w->premiums[i]);
+    free(w->premiums);
 }
 
 /* ---- the loop ---- */
@@ -528,14 +689,17 @@ static void log_stats(const worker_t *w)
 {
     BP_LOG_INFO("worker stats",
                 "\"consumed\":%llu,\"applied\":%llu,\"duplicates\":%llu,\"unattributed\":%llu,"
-                "\"dlq\":%llu,\"levelUps\":%llu,\"relayed\":%llu,\"batches\":%llu",
+                "\"dlq\":%llu,\"levelUps\":%llu,\"autoGrants\":%llu,\"premiums\":%llu,"
+                "\"relayed\":%llu,\"batches\":%llu",
                 w->stats.consumed, w->stats.applied, w->stats.duplicates, w->stats.unattributed,
-                w->stats.dlq, w->stats.level_ups, w->stats.relayed, w->stats.batches);
+                w->stats.dlq, w->stats.level_ups, w->stats.auto_grants, w->stats.premiums,
+                w->stats.relayed, w->stats.batches);
 }
 
 bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
 {
-    worker_t w = {.cfg = cfg, .backoff_ms = BACKOFF_MIN_MS};
+    worker_t w = {
+        .cfg = cfg, .backoff_ms = BACKOFF_MIN_MS, .topics = {cfg->xp_topic, cfg->premium_topic}};
     bp_err_t err = setup(&w);
     if (err != BP_OK || *cfg->stop)
         goto out;

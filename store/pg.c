@@ -14,8 +14,10 @@
 #include "app/log.h"
 #include "core/fold.h"
 #include "core/level.h"
+#include "core/reward.h"
 #include "store/pg_conn.h"
 #include "store/pgtext.h"
+#include "store/rewards.h"
 #include "store/season_json.h"
 
 struct bp_pg {
@@ -43,11 +45,11 @@ static const struct {
     const char *sql;
 } statements[ST_COUNT] = {
     [ST_FENCE] = {"fence", "UPDATE partition_offsets p SET next_offset = u.next_offset"
-                           " FROM unnest($3::int[], $4::bigint[], $5::bigint[])"
-                           "   AS u(partition, next_offset, epoch)"
-                           " WHERE p.consumer_group = $1 AND p.topic = $2"
+                           " FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])"
+                           "   AS u(topic, partition, next_offset, epoch)"
+                           " WHERE p.consumer_group = $1 AND p.topic = u.topic"
                            "   AND p.partition = u.partition AND p.epoch = u.epoch"
-                           " RETURNING p.partition"},
+                           " RETURNING p.topic, p.partition"},
     [ST_EVENTS] = {"events",
                    "WITH ev AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
                    "   $4::int[], $5::text[], $6::bigint[]) WITH ORDINALITY"
@@ -67,7 +69,7 @@ static const struct {
                      " ON CONFLICT (player_id, season_id) DO UPDATE"
                      "   SET total_xp = p.total_xp + EXCLUDED.total_xp,"
                      "       earned_xp = p.earned_xp + EXCLUDED.earned_xp, updated_at = now()"
-                     " RETURNING player_id, season_id, total_xp"},
+                     " RETURNING player_id, season_id, total_xp, premium, (xmax = 0)"},
     [ST_LEVELS] = {"levels", "UPDATE player_progress p SET level = u.level"
                              " FROM unnest($1::text[], $2::text[], $3::int[])"
                              "   AS u(player_id, season_id, level)"
@@ -605,26 +607,25 @@ static bp_fold_group_t *find_group(const bp_fold_t *f, int season_idx, const cha
 }
 
 /* Step 1: store offsets where our epoch still holds; collect fenced partitions. */
-static bp_err_t store_offsets(bp_pg_t *pg, const bp_batch_t *b, bp_sbuf_t *a1, bp_sbuf_t *a2,
-                              bp_sbuf_t *a3, bp_batch_result_t *r)
+static bp_err_t store_offsets(bp_pg_t *pg, const bp_batch_t *b, bp_sbuf_t *a, bp_batch_result_t *r)
 {
     bp_err_t err;
     if (b->n_offsets == 0)
         return BP_OK;
-    bp_arr_open(a1);
-    bp_arr_open(a2);
-    bp_arr_open(a3);
+    for (int k = 0; k < 4; k++)
+        bp_arr_open(&a[k]);
     for (size_t i = 0; i < b->n_offsets; i++) {
-        bp_arr_int(a1, b->offsets[i].partition);
-        bp_arr_int(a2, b->offsets[i].next_offset);
-        bp_arr_int(a3, b->offsets[i].epoch);
+        bp_arr_text(&a[0], b->offsets[i].topic);
+        bp_arr_int(&a[1], b->offsets[i].partition);
+        bp_arr_int(&a[2], b->offsets[i].next_offset);
+        bp_arr_int(&a[3], b->offsets[i].epoch);
     }
-    bp_arr_close(a1);
-    bp_arr_close(a2);
-    bp_arr_close(a3);
-    if (a1->oom || a2->oom || a3->oom)
-        return BP_ENOMEM;
-    const char *params[5] = {b->group, b->topic, a1->s, a2->s, a3->s};
+    for (int k = 0; k < 4; k++) {
+        bp_arr_close(&a[k]);
+        if (a[k].oom)
+            return BP_ENOMEM;
+    }
+    const char *params[5] = {b->group, a[0].s, a[1].s, a[2].s, a[3].s};
     PGresult *res = exec_prepared(pg, ST_FENCE, 5, params, PGRES_TUPLES_OK, &err);
     if (!res)
         return err;
@@ -640,9 +641,10 @@ static bp_err_t store_offsets(bp_pg_t *pg, const bp_batch_t *b, bp_sbuf_t *a1, b
     for (size_t i = 0; i < b->n_offsets; i++) {
         bool ok = false;
         for (int row = 0; row < PQntuples(res) && !ok; row++)
-            ok = atoi(PQgetvalue(res, row, 0)) == b->offsets[i].partition;
+            ok = atoi(PQgetvalue(res, row, 1)) == b->offsets[i].partition &&
+                 strcmp(PQgetvalue(res, row, 0), b->offsets[i].topic) == 0;
         if (!ok)
-            r->fenced[r->n_fenced++] = b->offsets[i].partition;
+            r->fenced[r->n_fenced++] = b->offsets[i];
     }
     PQclear(res);
     return BP_EINVAL;
@@ -713,6 +715,41 @@ static void levelup_json(bp_sbuf_t *out, const char *season_id, const bp_xp_even
                  (long long)lu->total_xp, cause->event_id, (long long)cause->occurred_at_ms);
 }
 
+/* Rewards to grant by autoClaim, collected over a batch. */
+typedef struct {
+    bp_grant_req_t *items;
+    size_t n, cap;
+} grant_reqs_t;
+
+/* Queue the rewards a player unlocked going from @p old_level to @p new_level. */
+static bp_err_t add_auto_grants(grant_reqs_t *q, const bp_season_t *s, const char *player_id,
+                                int32_t old_level, int32_t new_level, bool premium)
+{
+    if (new_level <= old_level)
+        return BP_OK;
+    size_t n = bp_rewards_unlocked(s, old_level, new_level, premium, NULL, 0);
+    if (q->n + n > q->cap) {
+        size_t cap = q->cap ? q->cap : 64;
+        while (cap < q->n + n)
+            cap *= 2;
+        bp_grant_req_t *p = realloc(q->items, cap * sizeof(*p));
+        if (!p)
+            return BP_ENOMEM;
+        q->items = p;
+        q->cap = cap;
+    }
+    size_t idx[256];
+    size_t *all = n <= 256 ? idx : malloc(n * sizeof(*all));
+    if (!all)
+        return BP_ENOMEM;
+    bp_rewards_unlocked(s, old_level, new_level, premium, all, n);
+    for (size_t i = 0; i < n; i++)
+        q->items[q->n++] = (bp_grant_req_t){player_id, s, all[i]};
+    if (all != idx)
+        free(all);
+    return BP_OK;
+}
+
 bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *r)
 {
     bp_sbuf_t a[6] = {{0}};
@@ -721,6 +758,7 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
     bp_fold_t fold = {0};
     bp_levelups_t lus = {0};
     int32_t *new_level = NULL;
+    grant_reqs_t grants = {0};
     bool in_tx = false;
     bp_err_t err;
 
@@ -741,7 +779,7 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
     if ((err = exec_cmd(pg, "BEGIN")) != BP_OK)
         goto out;
     in_tx = true;
-    if ((err = store_offsets(pg, b, &a[0], &a[1], &a[2], r)) != BP_OK)
+    if ((err = store_offsets(pg, b, a, r)) != BP_OK)
         goto out;
     if ((err = insert_events(pg, b, dup, fresh, a)) != BP_OK)
         goto out;
@@ -796,6 +834,18 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
             if (err != BP_OK) {
                 PQclear(res);
                 goto out;
+            }
+            if (b->seasons[si].auto_claim) {
+                bool inserted = PQgetvalue(res, row, 4)[0] == 't';
+                int32_t old_level =
+                    inserted ? 0 : bp_level_for_xp(&b->seasons[si], total - g->delta).level;
+                err = add_auto_grants(&grants, &b->seasons[si], g->player_id, old_level,
+                                      bp_level_for_xp(&b->seasons[si], total).level,
+                                      PQgetvalue(res, row, 3)[0] == 't');
+                if (err != BP_OK) {
+                    PQclear(res);
+                    goto out;
+                }
             }
             bp_progress_change_t *ch = &r->changes[r->n_changes++];
             memcpy(ch->player_id, g->player_id, strlen(g->player_id) + 1);
@@ -855,9 +905,20 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
         r->level_ups = lus.n;
     }
 
+    if (grants.n > 0) {
+        bp_grants_t done = {0};
+        err = bp_pg_grants_insert(pg, grants.items, grants.n, "auto", "worker", b->rewards_topic,
+                                  &done);
+        r->auto_grants = done.n;
+        bp_grants_fini(&done);
+        if (err != BP_OK)
+            goto out;
+    }
+
     err = exec_cmd(pg, "COMMIT");
     in_tx = false;
 out:
+    free(grants.items);
     if (in_tx)
         rollback(pg);
     if (err != BP_OK && err != BP_EINVAL) {

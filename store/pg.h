@@ -54,8 +54,9 @@ typedef struct {
 bp_err_t bp_pg_seasons_load(bp_pg_t *pg, bp_season_list_t *out) BP_MUSTCHECK;
 void bp_season_list_fini(bp_season_list_t *l);
 
-/** Next offset to consume and the fencing epoch of one partition. */
+/** Next offset to consume and the fencing epoch of one (topic, partition). */
 typedef struct {
+    const char *topic; /**< borrowed; set by the caller */
     int32_t partition;
     int64_t next_offset; /**< -1 when nothing was ever stored: start from the beginning */
     int64_t epoch;       /**< fencing token taken at assignment */
@@ -81,7 +82,6 @@ typedef struct {
 /** One batch to apply. Events are decoded and valid; all arrays are borrowed. */
 typedef struct {
     const char *group;
-    const char *topic;
     const bp_xp_event_t *events;
     const int *season_idx; /**< per event; -1: outside every season (recorded only) */
     size_t n_events;
@@ -90,6 +90,7 @@ typedef struct {
     const bp_partition_state_t *offsets; /**< next offset to store per partition + epoch */
     size_t n_offsets;
     const char *levelup_topic; /**< outbox topic of the LevelUp events */
+    const char *rewards_topic; /**< outbox topic of the RewardGrant events (autoClaim) */
 } bp_batch_t;
 
 /** What a batch did. Owns `changes`; release with bp_batch_result_fini(). */
@@ -98,16 +99,18 @@ typedef struct {
     size_t duplicates;   /**< events already processed (here or in an earlier batch) */
     size_t unattributed; /**< new events outside every season */
     size_t level_ups;    /**< LevelUp rows written to the outbox */
+    size_t auto_grants;  /**< rewards granted by autoClaim */
     bp_progress_change_t *changes;
     size_t n_changes;
-    int32_t *fenced; /**< partitions whose epoch no longer matches (BP_EINVAL) */
+    bp_partition_state_t *fenced; /**< partitions whose epoch no longer matches (BP_EINVAL) */
     size_t n_fenced;
 } bp_batch_result_t;
 void bp_batch_result_fini(bp_batch_result_t *r);
 
 /**
  * Apply a batch in one transaction: fence check and offset store, event-id dedupe,
- * progress upsert, level updates, LevelUp outbox rows; then COMMIT.
+ * progress upsert, level updates, LevelUp outbox rows, autoClaim grants (store/rewards.h
+ * bp_pg_grants_insert); then COMMIT.
  * @return BP_OK (committed); BP_EINVAL when some partitions are fenced (rolled back,
  *         their numbers in r->fenced: drop their events and retry the rest); BP_ERETRY
  *         when the database failed (rolled back, retry the same batch later); BP_ENOMEM.
