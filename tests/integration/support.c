@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "core/level.h"
+#include "core/timefmt.h"
 #include "producers/codec.h"
 #include "store/season_json.h"
 
@@ -114,6 +115,43 @@ bool it_db_prepare(it_env_t *env, const char *season_file)
         return false;
     }
     return true;
+}
+
+bool it_season_import(const it_env_t *env, const char *path, bool starts_now)
+{
+    static char dsn_env[600];
+    snprintf(dsn_env, sizeof(dsn_env), "BP_PG_DSN=%s", env->db_dsn);
+    const char *envs[] = {dsn_env, NULL};
+    const char *argv[] = {env->daemon, "season", "import", path, starts_now ? "--starts-now" : NULL,
+                          NULL};
+    return run_cmd(argv, envs) == 0;
+}
+
+bool it_season_write(const it_env_t *env, const char *path, const char *id, int64_t start_offset_ms,
+                     int64_t duration_ms, const char *extra_json)
+{
+    char sample[1024], t[40];
+    snprintf(sample, sizeof(sample), "%s/schemas/seasons/sample-season.json", env->source_dir);
+    json_t *root = json_load_file(sample, 0, NULL);
+    json_t *extra = extra_json ? json_loads(extra_json, 0, NULL) : NULL;
+    if (!root || (extra_json && !extra)) {
+        json_decref(root);
+        return false;
+    }
+    json_object_set_new(root, "id", json_string(id));
+    if (start_offset_ms || duration_ms) {
+        int64_t start = it_now_ms() + start_offset_ms;
+        bp_time_format(start, t, sizeof(t));
+        json_object_set_new(root, "startsAt", json_string(t));
+        bp_time_format(start + duration_ms, t, sizeof(t));
+        json_object_set_new(root, "endsAt", json_string(t));
+    }
+    if (extra)
+        json_object_update(root, extra);
+    int rc = json_dump_file(root, path, JSON_COMPACT);
+    json_decref(root);
+    json_decref(extra);
+    return rc == 0;
 }
 
 long long it_sql_int(const it_env_t *env, const char *sql)

@@ -34,6 +34,19 @@ bool it_env_load(it_env_t *env, const char *test_name, uint16_t http_port);
  *  @p season_file with --starts-now. @return true on success. */
 bool it_db_prepare(it_env_t *env, const char *season_file);
 
+/** Import one more season file into the test database (`battlepassd season import`).
+ *  @return true on success. */
+bool it_season_import(const it_env_t *env, const char *path, bool starts_now);
+
+/**
+ * Write a season file derived from the sample season to @p path: its id replaced by
+ * @p id, its window by [now + @p start_offset_ms, + @p duration_ms) unless both are 0, and
+ * the members of @p extra_json (a JSON object text, e.g. "{\"autoClaim\":true}") set on
+ * top. @return true on success.
+ */
+bool it_season_write(const it_env_t *env, const char *path, const char *id, int64_t start_offset_ms,
+                     int64_t duration_ms, const char *extra_json);
+
 /** Run one SQL query on the test database; @return its first value as an integer
  *  (-1 on error). */
 long long it_sql_int(const it_env_t *env, const char *sql);

@@ -1,0 +1,270 @@
+/** @file The worker's reward duties on real services: autoClaim grants as XP events raise
+ *  levels, premium passes from the premium topic (idempotent, conflicts to the DLQ, premium
+ *  rewards of levels already reached), RewardGrant events on the topic, and the late-event
+ *  grace window of ended seasons. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/reward.h"
+#include "producers/codec.h"
+#include "tests/integration/support.h"
+
+#define HTTP_PORT 58186
+#define HOUR_MS (3600LL * 1000)
+#define DAY_MS (24 * HOUR_MS)
+
+static it_env_t env;
+static bp_season_t season; /* s-auto: active, autoClaim */
+static bp_codec_t *codec;
+static pid_t daemon_pid = -1;
+static char prefix[32];
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (!it_env_load(&env, "worker_rewards", HTTP_PORT))
+        return getenv("BP_REQUIRE_SERVICES") ? -1 : 0;
+    char dir[1024], why[256];
+    snprintf(dir, sizeof(dir), "%s/schemas/avro", env.source_dir);
+    if (bp_codec_new(dir, &codec, why, sizeof(why)) != BP_OK)
+        return -1;
+    /* An active autoClaim season, and two ended ones: one still in its grace window. */
+    if (!it_season_write(&env, "auto-season.json", "s-auto", 0, 0, "{\"autoClaim\":true}") ||
+        !it_season_write(&env, "late-ok.json", "s-late-ok", -30 * DAY_MS, 30 * DAY_MS - HOUR_MS,
+                         "{\"lateEventGraceHours\":24}") ||
+        !it_season_write(&env, "late-no.json", "s-late-no", -60 * DAY_MS, 29 * DAY_MS,
+                         "{\"lateEventGraceHours\":0}"))
+        return -1;
+    if (!it_season_load("auto-season.json", &season) || !season.auto_claim ||
+        !it_db_prepare(&env, "auto-season.json") ||
+        !it_season_import(&env, "late-ok.json", false) ||
+        !it_season_import(&env, "late-no.json", false))
+        return -1;
+    snprintf(prefix, sizeof(prefix), "wr%d-", (int)getpid());
+    char group[64];
+    snprintf(group, sizeof(group), "it-worker-rewards-%d", (int)getpid());
+    daemon_pid = it_daemon_start(&env, group, NULL, "worker-rewards-daemon.log");
+    if (daemon_pid < 0 || !it_http_wait(HTTP_PORT, 15000))
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    int rc = 0;
+    if (daemon_pid > 0 && it_daemon_stop(daemon_pid, SIGTERM, 30000) != 0)
+        rc = -1;
+    bp_codec_destroy(codec);
+    bp_season_fini(&season);
+    return rc;
+}
+
+static void produce_xp(const char *player, const char *event_id, int32_t amount,
+                       int64_t occurred_at)
+{
+    bp_xp_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    snprintf(ev.event_id, sizeof(ev.event_id), "%s%s", prefix, event_id);
+    snprintf(ev.player_id, sizeof(ev.player_id), "%s", player);
+    snprintf(ev.reason, sizeof(ev.reason), "match_complete");
+    ev.amount = amount;
+    ev.occurred_at_ms = occurred_at;
+    it_producer_t *p = it_producer_new(&env);
+    it_produce_xp(p, &ev);
+    it_producer_destroy(p);
+}
+
+static void produce_premium(const char *player, const char *txid)
+{
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"transactionId\":\"%s%s\",\"playerId\":\"%s\",\"seasonId\":\"s-auto\","
+             "\"source\":\"purchase\",\"grantedAt\":%lld}",
+             prefix, txid, player, (long long)it_now_ms());
+    void *buf;
+    size_t len;
+    const char *why;
+    int32_t id = bp_codec_subject_id(codec, "battlepass.premium-events-value");
+    assert_int_equal(bp_codec_encode_json(codec, id, json, &buf, &len, &why), BP_OK);
+    it_producer_t *p = it_producer_new(&env);
+    it_produce_raw(p, "battlepass.premium-events", player, buf, len);
+    it_producer_destroy(p);
+    free(buf);
+}
+
+/* Poll @p sql until it returns @p want (or 60 s). @return the last value. */
+static long long wait_sql(const char *sql, long long want)
+{
+    long long v = -1;
+    for (int waited = 0; waited < 60000; waited += 100) {
+        if ((v = it_sql_int(&env, sql)) == want)
+            break;
+        usleep(100000);
+    }
+    return v;
+}
+
+static long long claims_of(const char *player, const char *source)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM reward_claims WHERE player_id = '%s' AND source = '%s'", player,
+             source);
+    return it_sql_int(&env, sql);
+}
+
+/* Distinct grantIds of RewardGrant events on the topic for @p player. */
+static size_t grants_on_topic(const char *player, long long want)
+{
+    size_t distinct = 0;
+    for (int attempt = 0; attempt < 30; attempt++) {
+        it_msg_t *msgs;
+        size_t n = it_consume_all(&env, "battlepass.reward-grants", &msgs);
+        char **ids = calloc(n + 1, sizeof(*ids));
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(msgs[i].key, player) != 0)
+                continue;
+            char *json = NULL;
+            int32_t sid;
+            const char *why;
+            assert_int_equal(
+                bp_codec_decode_json(codec, msgs[i].value, msgs[i].len, &json, &sid, &why), BP_OK);
+            json_t *o = json_loads(json, 0, NULL);
+            free(json);
+            const char *gid = json_string_value(json_object_get(o, "grantId"));
+            bool seen = false;
+            for (size_t j = 0; j < k && !seen; j++)
+                seen = strcmp(ids[j], gid) == 0;
+            if (!seen)
+                ids[k++] = strdup(gid);
+            json_decref(o);
+        }
+        it_msgs_free(msgs, n);
+        it_strv_free(ids, k);
+        distinct = k;
+        if ((long long)distinct >= want)
+            break;
+        sleep(1);
+    }
+    return distinct;
+}
+
+static void test_auto_claim_and_premium(void **state)
+{
+    (void)state;
+    if (!env.bootstrap)
+        skip();
+    char player[64], other[64], sql[256];
+    snprintf(player, sizeof(player), "%sA", prefix);
+    snprintf(other, sizeof(other), "%sB", prefix);
+
+    /* Reach level 5: the free rewards of levels 1..5 are granted on the way. */
+    int64_t target = season.xp_total[5] + 10;
+    produce_xp(player, "a1", (int32_t)(target / 2), it_now_ms());
+    produce_xp(player, "a2", (int32_t)(target - target / 2), it_now_ms());
+    snprintf(sql, sizeof(sql), "SELECT total_xp FROM player_progress WHERE player_id = '%s'",
+             player);
+    assert_int_equal(wait_sql(sql, target), target);
+    long long want_free = (long long)bp_rewards_unlocked(&season, 0, 5, false, NULL, 0);
+    assert_true(want_free > 0);
+    assert_int_equal(claims_of(player, "auto"), want_free);
+
+    /* Premium from the economy service: premium rewards of levels 1..5 at once. */
+    produce_premium(player, "tx1");
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM player_progress WHERE player_id = '%s' AND premium", player);
+    assert_int_equal(wait_sql(sql, 1), 1);
+    long long want_premium = (long long)bp_rewards_premium_upto(&season, 5, NULL, 0);
+    assert_true(want_premium > 0);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM reward_claims WHERE player_id = '%s' AND source = 'premium'",
+             player);
+    assert_int_equal(wait_sql(sql, want_premium), want_premium);
+
+    /* Replayed: nothing changes. Same transaction for someone else: DLQ. */
+    produce_premium(player, "tx1");
+    produce_premium(other, "tx1");
+    it_msg_t *msgs = NULL;
+    size_t n = 0;
+    bool found = false;
+    for (int attempt = 0; attempt < 30 && !found; attempt++) {
+        n = it_consume_all(&env, "battlepass.dlq", &msgs);
+        for (size_t i = 0; i < n && !found; i++)
+            found = strcmp(msgs[i].key, other) == 0 && msgs[i].error_header &&
+                    strstr(msgs[i].error_header, "transactionId");
+        it_msgs_free(msgs, n);
+        if (!found)
+            sleep(1);
+    }
+    assert_true(found);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM premium_grants WHERE transaction_id = '%stx1'",
+             prefix);
+    assert_int_equal(it_sql_int(&env, sql), 1);
+    assert_int_equal(claims_of(player, "premium"), want_premium);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM player_progress WHERE player_id = '%s' AND premium", other);
+    assert_int_equal(it_sql_int(&env, sql), 0);
+
+    /* Premium now: levels 6 and 7 bring both tiers. */
+    int64_t to7 = season.xp_total[7] + 1 - target;
+    produce_xp(player, "a3", (int32_t)to7, it_now_ms());
+    snprintf(sql, sizeof(sql), "SELECT total_xp FROM player_progress WHERE player_id = '%s'",
+             player);
+    assert_int_equal(wait_sql(sql, target + to7), target + to7);
+    long long want_more = (long long)bp_rewards_unlocked(&season, 5, 7, true, NULL, 0);
+    assert_int_equal(claims_of(player, "auto"), want_free + want_more);
+
+    /* Every grant reached the topic once (by id) for the inventory service. */
+    long long total = want_free + want_premium + want_more;
+    assert_int_equal(grants_on_topic(player, total), (size_t)total);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM audit_log WHERE player_id = '%s'", player);
+    assert_true(it_sql_int(&env, sql) >= total);
+}
+
+static void test_late_events(void **state)
+{
+    (void)state;
+    if (!env.bootstrap)
+        skip();
+    char late_ok[64], late_no[64], sql[320];
+    snprintf(late_ok, sizeof(late_ok), "%sC", prefix);
+    snprintf(late_no, sizeof(late_no), "%sD", prefix);
+    /* s-late-ok ended an hour ago with 24 h of grace: counts. */
+    produce_xp(late_ok, "c1", 500, it_now_ms() - 2 * HOUR_MS);
+    /* s-late-no ended 31 days ago without grace: recorded only. */
+    produce_xp(late_no, "d1", 500, it_now_ms() - 40 * DAY_MS);
+    snprintf(sql, sizeof(sql),
+             "SELECT total_xp FROM player_progress WHERE player_id = '%s' AND season_id = "
+             "'s-late-ok'",
+             late_ok);
+    assert_int_equal(wait_sql(sql, 500), 500);
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM processed_events WHERE event_id = '%sd1' AND season_id IS NULL",
+             prefix);
+    assert_int_equal(wait_sql(sql, 1), 1);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM player_progress WHERE player_id = '%s'",
+             late_no);
+    assert_int_equal(it_sql_int(&env, sql), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_auto_claim_and_premium),
+        cmocka_unit_test(test_late_events),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
