@@ -126,15 +126,68 @@ static bool get_int(json_t *obj, const char *path, const char *key, int64_t lo, 
 }
 
 /* Fetch an RFC 3339 time member as milliseconds. On error writes @p why, returns false. */
-static bool get_time(json_t *obj, const char *key, int64_t *out, char *why, size_t why_len)
+static bool get_time(json_t *obj, const char *path, const char *key, int64_t *out, char *why,
+                     size_t why_len)
 {
     char vb[VALUE_SHOW_MAX + 8];
-    json_t *v = member(obj, "", key, why, why_len);
+    json_t *v = member(obj, path, key, why, why_len);
     if (!v)
         return false;
     if (!json_is_string(v) || bp_time_parse(json_string_value(v), out) != BP_OK) {
-        fail(why, why_len, "%s %s is not an RFC 3339 time", key, show(v, vb, sizeof(vb)));
+        fail(why, why_len, "%s%s %s is not an RFC 3339 time", path, key, show(v, vb, sizeof(vb)));
         return false;
+    }
+    return true;
+}
+
+/* Optional members: absent and null both mean "the default" (the out value is left alone). */
+static json_t *optional(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return v && !json_is_null(v) ? v : NULL;
+}
+
+static bool get_opt_bool(json_t *obj, const char *key, bool *out, char *why, size_t why_len)
+{
+    char vb[VALUE_SHOW_MAX + 8];
+    json_t *v = optional(obj, key);
+    if (!v)
+        return true;
+    if (!json_is_boolean(v)) {
+        fail(why, why_len, "%s %s is not a boolean", key, show(v, vb, sizeof(vb)));
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
+static bool get_opt_int(json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t *out,
+                        char *why, size_t why_len)
+{
+    return !optional(obj, key) || get_int(obj, "", key, lo, hi, out, why, why_len);
+}
+
+/* Reject members of @p obj (at @p path, e.g. "xpBoosts[0]") not among @p known: in these
+ * small objects a misspelt optional member (say "reason") would otherwise silently change
+ * what the season does. */
+static bool only_known(json_t *obj, const char *path, const char *const *known, size_t n,
+                       const char *list, char *why, size_t why_len)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val)
+    {
+        size_t i = 0;
+        while (i < n && strcmp(key, known[i]) != 0)
+            i++;
+        if (i == n) {
+            char kb[VALUE_SHOW_MAX + 8];
+            json_t *k = json_string(key);
+            fail(why, why_len, "%s has an unknown member %s (known: %s)", path,
+                 k ? show(k, kb, sizeof(kb)) : "(name)", list);
+            json_decref(k);
+            return false;
+        }
     }
     return true;
 }
@@ -142,24 +195,36 @@ static bool get_time(json_t *obj, const char *key, int64_t *out, char *why, size
 /* Top-level members we read (or knowingly drop): anything else is logged and ignored. */
 static bool known_top_level(const char *key)
 {
-    static const char *const known[] = {"id",     "name",     "startsAt", "endsAt",
-                                        "status", "maxLevel", "levels"};
+    static const char *const known[] = {"id",
+                                        "name",
+                                        "startsAt",
+                                        "endsAt",
+                                        "status",
+                                        "maxLevel",
+                                        "levels",
+                                        "autoClaim",
+                                        "claimWindowHours",
+                                        "grantUnclaimedAtEnd",
+                                        "lateEventGraceHours",
+                                        "dailyXpCap",
+                                        "xpBoosts",
+                                        "overflow"};
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         if (strcmp(key, known[i]) == 0)
             return true;
     return false;
 }
 
-/* Fill one reward from rewards[j] of levels[i]. On error writes @p why, returns false. */
-static bool parse_reward(json_t *r, size_t i, size_t j, int32_t level, bp_reward_t *out, char *why,
+/* Fill one reward from the object @p r found at @p where (e.g. "levels[1].rewards[0]"). On
+ * error writes @p why, returns false. */
+static bool parse_reward(json_t *r, const char *where, int32_t level, bp_reward_t *out, char *why,
                          size_t why_len)
 {
-    char path[64], vb[VALUE_SHOW_MAX + 8];
+    char path[80], vb[VALUE_SHOW_MAX + 8];
     int64_t q;
-    snprintf(path, sizeof(path), "levels[%zu].rewards[%zu].", i, j);
+    snprintf(path, sizeof(path), "%s.", where);
     if (!json_is_object(r)) {
-        fail(why, why_len, "levels[%zu].rewards[%zu] %s is not an object", i, j,
-             show(r, vb, sizeof(vb)));
+        fail(why, why_len, "%s %s is not an object", where, show(r, vb, sizeof(vb)));
         return false;
     }
     memset(out, 0, sizeof(*out));
@@ -229,13 +294,206 @@ static bool parse_levels(json_t *levels, bp_season_t *s, char *why, size_t why_l
                  show(rw, vb, sizeof(vb)));
             return false;
         }
-        for (size_t j = 0; j < json_array_size(rw); j++, k++)
-            if (!parse_reward(json_array_get(rw, j), i, j, (int32_t)level, &s->rewards[k], why,
+        for (size_t j = 0; j < json_array_size(rw); j++, k++) {
+            char where[64];
+            snprintf(where, sizeof(where), "levels[%zu].rewards[%zu]", i, j);
+            if (!parse_reward(json_array_get(rw, j), where, (int32_t)level, &s->rewards[k], why,
                               why_len))
                 return false;
+        }
     }
     s->n_rewards = k;
     return true;
+}
+
+#define HOUR_MS INT64_C(3600000)
+#define WINDOW_HOURS_MAX (BP_WINDOW_MS_MAX / HOUR_MS)
+/* Tolerance when turning a JSON multiplier into whole percents: 1.1 arrives as
+ * 1.1000000000000001 after a round trip through a double printer. */
+#define PCT_EPSILON 1e-6
+
+/* A boost multiplier (a JSON number, 2 or 1.5) as whole percents. */
+static bool parse_multiplier(json_t *b, const char *path, int32_t *pct, char *why, size_t why_len)
+{
+    char vb[VALUE_SHOW_MAX + 8];
+    json_t *v = member(b, path, "multiplier", why, why_len);
+    if (!v)
+        return false;
+    if (!json_is_number(v)) {
+        fail(why, why_len, "%smultiplier %s is not a number", path, show(v, vb, sizeof(vb)));
+        return false;
+    }
+    double m = json_number_value(v);
+    double lo = BP_BOOST_PCT_MIN / 100.0, hi = BP_BOOST_PCT_MAX / 100.0;
+    if (!(m >= lo - PCT_EPSILON / 100 && m <= hi + PCT_EPSILON / 100)) {
+        fail(why, why_len, "%smultiplier %.15g is not between %.15g and %.15g", path, m, lo, hi);
+        return false;
+    }
+    double scaled = m * 100.0;
+    int32_t whole = (int32_t)(scaled + 0.5); /* positive here: rounds to nearest */
+    if (scaled - whole > PCT_EPSILON || whole - scaled > PCT_EPSILON) {
+        fail(why, why_len, "%smultiplier %.15g has more than 2 decimals", path, m);
+        return false;
+    }
+    *pct = whole;
+    return true;
+}
+
+static bool reason_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > BP_REASON_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static bool parse_reasons(json_t *b, const char *path, bp_boost_t *out, char *why, size_t why_len)
+{
+    char vb[VALUE_SHOW_MAX + 8];
+    json_t *rs = optional(b, "reasons");
+    if (!rs)
+        return true; /* every reason */
+    if (!json_is_array(rs)) {
+        fail(why, why_len, "%sreasons %s is not an array", path, show(rs, vb, sizeof(vb)));
+        return false;
+    }
+    if (json_array_size(rs) > BP_BOOST_REASONS_MAX) {
+        fail(why, why_len, "%sreasons has %zu entries, more than %d", path, json_array_size(rs),
+             BP_BOOST_REASONS_MAX);
+        return false;
+    }
+    for (size_t j = 0; j < json_array_size(rs); j++) {
+        json_t *r = json_array_get(rs, j);
+        if (!json_is_string(r)) {
+            fail(why, why_len, "%sreasons[%zu] %s is not a string", path, j,
+                 show(r, vb, sizeof(vb)));
+            return false;
+        }
+        size_t n = json_string_length(r);
+        if (!reason_ok(json_string_value(r), n)) {
+            fail(why, why_len, "%sreasons[%zu] %s is not 1..%d characters of printable ASCII", path,
+                 j, show(r, vb, sizeof(vb)), BP_REASON_MAX);
+            return false;
+        }
+        memcpy(out->reasons[j], json_string_value(r), n + 1);
+    }
+    out->n_reasons = json_array_size(rs);
+    return true;
+}
+
+static bool parse_boost(json_t *b, size_t i, bp_boost_t *out, char *why, size_t why_len)
+{
+    static const char *const known[] = {"startsAt", "endsAt", "multiplier", "reasons"};
+    char where[32], path[40], vb[VALUE_SHOW_MAX + 8], vb2[VALUE_SHOW_MAX + 8];
+    snprintf(where, sizeof(where), "xpBoosts[%zu]", i);
+    snprintf(path, sizeof(path), "%s.", where);
+    if (!json_is_object(b)) {
+        fail(why, why_len, "%s %s is not an object", where, show(b, vb, sizeof(vb)));
+        return false;
+    }
+    memset(out, 0, sizeof(*out));
+    if (!only_known(b, where, known, sizeof(known) / sizeof(known[0]),
+                    "startsAt, endsAt, multiplier, reasons", why, why_len) ||
+        !get_time(b, path, "startsAt", &out->starts_at_ms, why, why_len) ||
+        !get_time(b, path, "endsAt", &out->ends_at_ms, why, why_len))
+        return false;
+    if (out->ends_at_ms <= out->starts_at_ms) {
+        fail(why, why_len, "%sendsAt %s is not after startsAt %s", path,
+             show(json_object_get(b, "endsAt"), vb, sizeof(vb)),
+             show(json_object_get(b, "startsAt"), vb2, sizeof(vb2)));
+        return false;
+    }
+    return parse_multiplier(b, path, &out->multiplier_pct, why, why_len) &&
+           parse_reasons(b, path, out, why, why_len);
+}
+
+static bool parse_boosts(json_t *root, bp_season_t *s, char *why, size_t why_len)
+{
+    char vb[VALUE_SHOW_MAX + 8];
+    json_t *bs = optional(root, "xpBoosts");
+    if (!bs)
+        return true;
+    if (!json_is_array(bs)) {
+        fail(why, why_len, "xpBoosts %s is not an array", show(bs, vb, sizeof(vb)));
+        return false;
+    }
+    if (json_array_size(bs) > BP_BOOSTS_MAX) {
+        fail(why, why_len, "xpBoosts has %zu entries, more than %d", json_array_size(bs),
+             BP_BOOSTS_MAX);
+        return false;
+    }
+    for (size_t i = 0; i < json_array_size(bs); i++)
+        if (!parse_boost(json_array_get(bs, i), i, &s->boosts[i], why, why_len))
+            return false;
+    s->n_boosts = json_array_size(bs);
+    return true;
+}
+
+/* Overflow policies by their JSON name, and the members each allows. */
+static const struct {
+    const char *name;
+    bp_overflow_t policy;
+} overflow_policies[] = {
+    {"none", BP_OVERFLOW_NONE},
+    {"bonusLevels", BP_OVERFLOW_BONUS_LEVELS},
+};
+
+static bool parse_overflow(json_t *root, bp_season_t *s, char *why, size_t why_len)
+{
+    static const char *const known_none[] = {"policy"};
+    static const char *const known_bonus[] = {"policy", "xpPerLevel", "reward"};
+    char vb[VALUE_SHOW_MAX + 8];
+    json_t *o = optional(root, "overflow");
+    size_t k = 0;
+    if (!o)
+        return true;
+    if (!json_is_object(o)) {
+        fail(why, why_len, "overflow %s is not an object", show(o, vb, sizeof(vb)));
+        return false;
+    }
+    json_t *p = member(o, "overflow.", "policy", why, why_len);
+    if (!p)
+        return false;
+    const char *ps = json_string_value(p);
+    while (
+        k < sizeof(overflow_policies) / sizeof(overflow_policies[0]) &&
+        !(ps && strlen(ps) == json_string_length(p) && strcmp(ps, overflow_policies[k].name) == 0))
+        k++;
+    if (k == sizeof(overflow_policies) / sizeof(overflow_policies[0])) {
+        fail(why, why_len, "overflow.policy %s is not one of none, bonusLevels",
+             show(p, vb, sizeof(vb)));
+        return false;
+    }
+    s->overflow = overflow_policies[k].policy;
+    if (s->overflow == BP_OVERFLOW_NONE)
+        return only_known(o, "overflow", known_none, 1, "policy (with policy \"none\")", why,
+                          why_len);
+    if (!only_known(o, "overflow", known_bonus, 3, "policy, xpPerLevel, reward", why, why_len) ||
+        !get_int(o, "overflow.", "xpPerLevel", 1, BP_OPTION_XP_MAX, &s->overflow_xp_per_level, why,
+                 why_len))
+        return false;
+    json_t *r = member(o, "overflow.", "reward", why, why_len);
+    return r && parse_reward(r, "overflow.reward", 0, &s->overflow_reward, why, why_len);
+}
+
+/* The season options; every one is optional and defaults to its zero value. */
+static bool parse_options(json_t *root, bp_season_t *s, char *why, size_t why_len)
+{
+    int64_t hours = 0;
+    if (!get_opt_bool(root, "autoClaim", &s->auto_claim, why, why_len) ||
+        !get_opt_bool(root, "grantUnclaimedAtEnd", &s->grant_unclaimed_at_end, why, why_len) ||
+        !get_opt_int(root, "claimWindowHours", 0, WINDOW_HOURS_MAX, &hours, why, why_len))
+        return false;
+    s->claim_window_ms = hours * HOUR_MS;
+    hours = 0;
+    if (!get_opt_int(root, "lateEventGraceHours", 0, WINDOW_HOURS_MAX, &hours, why, why_len))
+        return false;
+    s->late_grace_ms = hours * HOUR_MS;
+    if (!get_opt_int(root, "dailyXpCap", 1, BP_OPTION_XP_MAX, &s->daily_xp_cap, why, why_len))
+        return false;
+    return parse_boosts(root, s, why, why_len) && parse_overflow(root, s, why, why_len);
 }
 
 bp_err_t bp_season_from_json(const char *text, size_t len, bp_season_t *out, char *why,
@@ -278,8 +536,8 @@ bp_err_t bp_season_from_json(const char *text, size_t len, bp_season_t *out, cha
         fail(why, why_len, "name \"\" is empty");
         goto out;
     }
-    if (!get_time(root, "startsAt", &head.starts_at_ms, why, why_len) ||
-        !get_time(root, "endsAt", &head.ends_at_ms, why, why_len))
+    if (!get_time(root, "", "startsAt", &head.starts_at_ms, why, why_len) ||
+        !get_time(root, "", "endsAt", &head.ends_at_ms, why, why_len))
         goto out;
     if (head.ends_at_ms <= head.starts_at_ms) {
         char vb2[VALUE_SHOW_MAX + 8];
@@ -325,7 +583,7 @@ bp_err_t bp_season_from_json(const char *text, size_t len, bp_season_t *out, cha
         goto out;
     }
     rc = BP_EINVAL;
-    if (!parse_levels(levels, &s, why, why_len))
+    if (!parse_levels(levels, &s, why, why_len) || !parse_options(root, &s, why, why_len))
         goto out;
     rc = bp_season_validate(&s, why, why_len);
 
@@ -456,6 +714,88 @@ static void sb_reward(sbuf_t *b, const bp_reward_t *r)
     SB_LIT(b, "}");
 }
 
+static void sb_bool(sbuf_t *b, bool v)
+{
+    if (v)
+        SB_LIT(b, "true");
+    else
+        SB_LIT(b, "false");
+}
+
+static void sb_time(sbuf_t *b, int64_t ms)
+{
+    char t[40];
+    bp_time_format(ms, t, sizeof(t));
+    sb_str(b, t);
+}
+
+/* A multiplier in percent as the shortest JSON number: 200 → 2, 150 → 1.5, 105 → 1.05. */
+static void sb_multiplier(sbuf_t *b, int32_t pct)
+{
+    char tmp[4] = {'.', 0, 0, 0};
+    int32_t frac = pct % 100;
+    sb_int(b, pct / 100);
+    if (frac == 0)
+        return;
+    tmp[1] = (char)('0' + frac / 10);
+    tmp[2] = (char)('0' + frac % 10);
+    sb_put(b, tmp, frac % 10 ? 3 : 2);
+}
+
+static void sb_boost(sbuf_t *b, const bp_boost_t *x)
+{
+    size_t n = x->n_reasons < BP_BOOST_REASONS_MAX ? x->n_reasons : BP_BOOST_REASONS_MAX;
+    SB_LIT(b, "{\"startsAt\":");
+    sb_time(b, x->starts_at_ms);
+    SB_LIT(b, ",\"endsAt\":");
+    sb_time(b, x->ends_at_ms);
+    SB_LIT(b, ",\"multiplier\":");
+    sb_multiplier(b, x->multiplier_pct);
+    SB_LIT(b, ",\"reasons\":[");
+    for (size_t j = 0; j < n; j++) {
+        if (j > 0)
+            SB_LIT(b, ",");
+        sb_str(b, x->reasons[j]);
+    }
+    SB_LIT(b, "]}");
+}
+
+/* The options, always all of them, so that clients see the effective values. Windows are
+ * whole hours in JSON; a definition from JSON always holds whole hours, so they print
+ * exactly. */
+static void sb_options(sbuf_t *b, const bp_season_t *s)
+{
+    size_t n = s->n_boosts < BP_BOOSTS_MAX ? s->n_boosts : BP_BOOSTS_MAX;
+    SB_LIT(b, ",\"autoClaim\":");
+    sb_bool(b, s->auto_claim);
+    SB_LIT(b, ",\"claimWindowHours\":");
+    sb_int(b, s->claim_window_ms / HOUR_MS);
+    SB_LIT(b, ",\"grantUnclaimedAtEnd\":");
+    sb_bool(b, s->grant_unclaimed_at_end);
+    SB_LIT(b, ",\"lateEventGraceHours\":");
+    sb_int(b, s->late_grace_ms / HOUR_MS);
+    SB_LIT(b, ",\"dailyXpCap\":");
+    if (s->daily_xp_cap > 0)
+        sb_int(b, s->daily_xp_cap);
+    else
+        SB_LIT(b, "null");
+    SB_LIT(b, ",\"xpBoosts\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            SB_LIT(b, ",");
+        sb_boost(b, &s->boosts[i]);
+    }
+    if (s->overflow == BP_OVERFLOW_BONUS_LEVELS) {
+        SB_LIT(b, "],\"overflow\":{\"policy\":\"bonusLevels\",\"xpPerLevel\":");
+        sb_int(b, s->overflow_xp_per_level);
+        SB_LIT(b, ",\"reward\":");
+        sb_reward(b, &s->overflow_reward);
+        SB_LIT(b, "}");
+    } else {
+        SB_LIT(b, "],\"overflow\":{\"policy\":\"none\"}");
+    }
+}
+
 /* Written by hand rather than through jansson: this serves GET /seasons/current, and building
  * a jansson tree of a 100-level season costs ~20x more than printing it. */
 char *bp_season_to_json(const bp_season_t *s, int64_t now_ms)
@@ -465,7 +805,8 @@ char *bp_season_to_json(const bp_season_t *s, int64_t now_ms)
     size_t nl = s->max_level > 0 ? (size_t)s->max_level : 0;
     size_t *order = malloc((s->n_rewards ? s->n_rewards : 1) * sizeof(*order));
     size_t *first = malloc((nl + 2) * sizeof(*first));
-    if (!order || !first || !sb_reserve(&b, 512 + 48 * nl + 240 * s->n_rewards)) {
+    if (!order || !first ||
+        !sb_reserve(&b, 1024 + 48 * nl + 240 * s->n_rewards + 700 * s->n_boosts)) {
         b.oom = true; /* NULL: allocation failed */
         goto out;
     }
@@ -485,6 +826,7 @@ char *bp_season_to_json(const bp_season_t *s, int64_t now_ms)
     sb_str(&b, bp_season_status_str(bp_season_status(s, now_ms)));
     SB_LIT(&b, ",\"maxLevel\":");
     sb_int(&b, s->max_level);
+    sb_options(&b, s);
     SB_LIT(&b, ",\"levels\":[");
     for (size_t l = 1; l <= nl; l++) {
         SB_LIT(&b, "{\"level\":");
