@@ -156,8 +156,8 @@ size_t bp_rewards_at(const bp_season_t *s, int32_t level, bp_tier_t tier, size_t
 size_t bp_rewards_unlocked(const bp_season_t *s, int32_t old_level, int32_t new_level, bool premium,
                            size_t *idx, size_t cap)
 {
-    /* A negative old level means the same as 0: nothing reached yet. */
-    return collect(s, old_level < 0 ? 0 : old_level, new_level, true, premium, idx, cap);
+    /* Rewards sit on levels >= 1, so any old level <= 0 means "nothing reached yet". */
+    return collect(s, old_level, new_level, true, premium, idx, cap);
 }
 
 size_t bp_rewards_premium_upto(const bp_season_t *s, int32_t level, size_t *idx, size_t cap)
