@@ -85,6 +85,7 @@ int bp_cmd_serve(const bp_config_t *cfg)
         .schemas_dir = avro_dir,
         .openapi_path = openapi,
         .xp_grants_per_minute = (int)cfg->xp_grants_per_minute,
+        .levelup_topic = cfg->topic_levelups,
     };
     if (bp_http_start(&hc, &http) != BP_OK)
         goto out;
@@ -201,8 +202,14 @@ int bp_cmd_season_import(const bp_config_t *cfg, const char *path, int starts_no
     }
     if (starts_now) {
         int64_t duration = s.ends_at_ms - s.starts_at_ms;
-        s.starts_at_ms = wall_ms() / 1000 * 1000;
+        int64_t shift = wall_ms() / 1000 * 1000 - s.starts_at_ms;
+        s.starts_at_ms += shift;
         s.ends_at_ms = s.starts_at_ms + duration;
+        /* boost windows keep their place within the season */
+        for (size_t i = 0; i < s.n_boosts; i++) {
+            s.boosts[i].starts_at_ms += shift;
+            s.boosts[i].ends_at_ms += shift;
+        }
     }
     if (!(def = definition_json(&s))) {
         fprintf(stderr, "battlepassd season import: out of memory\n");

@@ -34,8 +34,14 @@ static bool same_group(const fold_slot_t *x, const fold_slot_t *y)
     return x->season == y->season && strncmp(x->player, y->player, BP_ID_MAX + 1) == 0;
 }
 
-bp_err_t bp_fold_batch(const bp_xp_event_t *evs, const int *season_idx, const bool *apply, size_t n,
-                       bp_fold_t *out)
+/* XP event @p i adds: its applied amount when given, else its own amount. */
+static int64_t amount_of(const bp_xp_event_t *evs, const int64_t *amounts, size_t i)
+{
+    return amounts ? amounts[i] : evs[i].amount;
+}
+
+bp_err_t bp_fold_batch(const bp_xp_event_t *evs, const int64_t *amounts, const int *season_idx,
+                       const bool *apply, size_t n, bp_fold_t *out)
 {
     bp_err_t err = BP_OK;
     fold_slot_t *slots = NULL;
@@ -84,10 +90,11 @@ bp_err_t bp_fold_batch(const bp_xp_event_t *evs, const int *season_idx, const bo
             out->n_groups++;
         }
         out->groups[out->n_groups - 1].count++;
-        out->groups[out->n_groups - 1].delta += evs[slots[k].idx].amount;
+        out->groups[out->n_groups - 1].delta += amount_of(evs, amounts, slots[k].idx);
         out->order[k] = slots[k].idx;
     }
     out->n_order = m;
+    out->amounts = amounts;
 out:
     free(slots);
     if (err != BP_OK)
@@ -135,7 +142,7 @@ bp_err_t bp_fold_levelups(const bp_season_t *s, const bp_xp_event_t *evs, const 
         size_t i = f->order[k];
         int32_t next;
 
-        total += evs[i].amount;
+        total += amount_of(evs, f->amounts, i);
         next = bp_level_for_xp(s, total).level;
         if (next <= level)
             continue;

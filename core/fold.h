@@ -25,19 +25,22 @@ typedef struct {
     size_t n_order;
     bp_fold_group_t *groups; /**< sorted by (season index, player id) */
     size_t n_groups;
+    const int64_t *amounts; /**< borrowed from bp_fold_batch(): XP each event adds, or NULL */
 } bp_fold_t;
 
 /**
  * Group the events to apply by (season, player) and sum their amounts.
  * @param evs        the batch
+ * @param amounts    XP each event adds (after boosts and caps), or NULL for evs[i].amount;
+ *                   borrowed by @p out until bp_fold_fini (bp_fold_levelups reads it)
  * @param season_idx season of each event (from bp_event_attribute)
  * @param apply      apply[i] false: skip evs[i] (duplicate, invalid or unattributed)
  * @param n          number of events
  * @param out        filled on success; on error left empty (safe to bp_fold_fini)
  * @return BP_OK or BP_ENOMEM.
  */
-bp_err_t bp_fold_batch(const bp_xp_event_t *evs, const int *season_idx, const bool *apply, size_t n,
-                       bp_fold_t *out) BP_MUSTCHECK;
+bp_err_t bp_fold_batch(const bp_xp_event_t *evs, const int64_t *amounts, const int *season_idx,
+                       const bool *apply, size_t n, bp_fold_t *out) BP_MUSTCHECK;
 void bp_fold_fini(bp_fold_t *f);
 
 /** One level gained. Every level gets its own event: a jump from 3 to 5 gives 3→4, 4→5. */

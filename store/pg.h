@@ -148,6 +148,8 @@ typedef struct {
     int32_t level;
     bool premium;
     int64_t updated_at_ms; /**< 0 when the player has no row yet */
+    int64_t earned_xp;     /**< XP from events; total_xp = earned_xp + paid_xp */
+    int64_t paid_xp;       /**< XP bought (level purchases) */
 } bp_progress_row_t;
 
 /**

@@ -8,6 +8,27 @@
 #include "core/err.h"
 #include "store/pg.h"
 
+/** A statement prepared under @p name on each connection at first use. Tables of these
+ *  are static const arrays in the module that runs them. */
+typedef struct {
+    const char *name; /**< unique across the process */
+    const char *sql;
+} bp_pg_stmt_t;
+
+/**
+ * Execute @p st (preparing it first on this connection if needed) with text @p params.
+ * @return the result (caller PQclears) when its status is @p want; else NULL with *err
+ *         set (BP_ERETRY or BP_EFATAL, see bp_pg_classify) and the error logged.
+ */
+PGresult *bp_pg_exec_stmt(bp_pg_t *pg, const bp_pg_stmt_t *st, int n, const char *const *params,
+                          ExecStatusType want, bp_err_t *err);
+
+/** Run a command without results. @return BP_OK, or its classification (logged). */
+bp_err_t bp_pg_exec_cmd(bp_pg_t *pg, const char *sql);
+
+/** ROLLBACK, ignoring the outcome (the connection may be gone). */
+void bp_pg_rollback(bp_pg_t *pg);
+
 /** @return the connection of @p pg (borrowed; valid until bp_pg_destroy or a reconnect
  *  by bp_pg_ensure). */
 PGconn *bp_pg_conn(bp_pg_t *pg);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/reward.h"
+#include "core/timefmt.h"
 #include "producers/codec.h"
 #include "tests/integration/support.h"
 
@@ -39,10 +40,18 @@ static int group_setup(void **state)
     snprintf(dir, sizeof(dir), "%s/schemas/avro", env.source_dir);
     if (bp_codec_new(dir, &codec, why, sizeof(why)) != BP_OK)
         return -1;
-    /* An active autoClaim season, and two ended ones: one still in its grace window. */
+    /* An active autoClaim season, and two ended ones: one still in its grace window, with
+     * a daily XP cap and a double-XP window for matches in its last hours. */
+    char late_opts[512], b0[40], b1[40];
+    bp_time_format(it_now_ms() - 3 * HOUR_MS, b0, sizeof(b0));
+    bp_time_format(it_now_ms() - HOUR_MS, b1, sizeof(b1));
+    snprintf(late_opts, sizeof(late_opts),
+             "{\"lateEventGraceHours\":24,\"dailyXpCap\":1000,\"xpBoosts\":[{\"startsAt\":\"%s\","
+             "\"endsAt\":\"%s\",\"multiplier\":2,\"reasons\":[\"match_complete\"]}]}",
+             b0, b1);
     if (!it_season_write(&env, "auto-season.json", "s-auto", 0, 0, "{\"autoClaim\":true}") ||
         !it_season_write(&env, "late-ok.json", "s-late-ok", -30 * DAY_MS, 30 * DAY_MS - HOUR_MS,
-                         "{\"lateEventGraceHours\":24}") ||
+                         late_opts) ||
         !it_season_write(&env, "late-no.json", "s-late-no", -60 * DAY_MS, 29 * DAY_MS,
                          "{\"lateEventGraceHours\":0}"))
         return -1;
@@ -71,19 +80,25 @@ static int group_teardown(void **state)
     return rc;
 }
 
-static void produce_xp(const char *player, const char *event_id, int32_t amount,
-                       int64_t occurred_at)
+static void produce_xp_reason(const char *player, const char *event_id, int32_t amount,
+                              int64_t occurred_at, const char *reason)
 {
     bp_xp_event_t ev;
     memset(&ev, 0, sizeof(ev));
     snprintf(ev.event_id, sizeof(ev.event_id), "%s%s", prefix, event_id);
     snprintf(ev.player_id, sizeof(ev.player_id), "%s", player);
-    snprintf(ev.reason, sizeof(ev.reason), "match_complete");
+    snprintf(ev.reason, sizeof(ev.reason), "%s", reason);
     ev.amount = amount;
     ev.occurred_at_ms = occurred_at;
     it_producer_t *p = it_producer_new(&env);
     it_produce_xp(p, &ev);
     it_producer_destroy(p);
+}
+
+static void produce_xp(const char *player, const char *event_id, int32_t amount,
+                       int64_t occurred_at)
+{
+    produce_xp_reason(player, event_id, amount, occurred_at, "match_complete");
 }
 
 static void produce_premium(const char *player, const char *txid)
@@ -242,15 +257,30 @@ static void test_late_events(void **state)
     char late_ok[64], late_no[64], sql[320];
     snprintf(late_ok, sizeof(late_ok), "%sC", prefix);
     snprintf(late_no, sizeof(late_no), "%sD", prefix);
-    /* s-late-ok ended an hour ago with 24 h of grace: counts. */
-    produce_xp(late_ok, "c1", 500, it_now_ms() - 2 * HOUR_MS);
+    /* s-late-ok ended an hour ago with 24 h of grace: counts, boosted for matches (x2),
+     * capped at 1000 XP for the day: 600 + 300 + (600 cut to 100) = 1000. */
+    int64_t t = it_now_ms() - 2 * HOUR_MS;
+    produce_xp_reason(late_ok, "c1", 300, t, "match_complete");
+    produce_xp_reason(late_ok, "c2", 300, t, "mission_complete");
+    produce_xp_reason(late_ok, "c3", 300, t, "match_complete");
     /* s-late-no ended 31 days ago without grace: recorded only. */
     produce_xp(late_no, "d1", 500, it_now_ms() - 40 * DAY_MS);
     snprintf(sql, sizeof(sql),
              "SELECT total_xp FROM player_progress WHERE player_id = '%s' AND season_id = "
              "'s-late-ok'",
              late_ok);
-    assert_int_equal(wait_sql(sql, 500), 500);
+    assert_int_equal(wait_sql(sql, 1000), 1000);
+    static const struct {
+        const char *id;
+        int applied, boost;
+    } want[] = {{"c1", 600, 200}, {"c2", 300, 100}, {"c3", 100, 200}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        snprintf(sql, sizeof(sql),
+                 "SELECT applied_amount * 1000 + boost_pct FROM processed_events WHERE event_id "
+                 "= '%s%s'",
+                 prefix, want[i].id);
+        assert_int_equal(it_sql_int(&env, sql), want[i].applied * 1000 + want[i].boost);
+    }
     snprintf(sql, sizeof(sql),
              "SELECT count(*) FROM processed_events WHERE event_id = '%sd1' AND season_id IS NULL",
              prefix);

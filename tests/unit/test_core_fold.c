@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/fold.h"
+#include "core/level.h"
 
 #define MAXEV 12
 
@@ -97,7 +98,7 @@ static void test_fold_batch_table(void **state)
 
         memset(&f, 0xa5, sizeof f); /* out needs no initialisation */
         build_batch(cases[c].ev, cases[c].n, evs, season, apply);
-        assert_int_equal(bp_fold_batch(evs, season, apply, cases[c].n, &f), BP_OK);
+        assert_int_equal(bp_fold_batch(evs, NULL, season, apply, cases[c].n, &f), BP_OK);
         if (f.n_groups != cases[c].n_groups)
             fail_msg("%s: expected %zu groups, got %zu", cases[c].name, cases[c].n_groups,
                      f.n_groups);
@@ -185,7 +186,7 @@ static void test_levelups_table(void **state)
             rows[n++] = (ev_row_t){"p", 0, true, cases[c].amounts[k]};
         }
         build_batch(rows, n, evs, season, apply);
-        assert_int_equal(bp_fold_batch(evs, season, apply, n, &f), BP_OK);
+        assert_int_equal(bp_fold_batch(evs, NULL, season, apply, n, &f), BP_OK);
         assert_int_equal(f.n_groups, 2);
         assert_string_equal(f.groups[0].player_id, "p");
         assert_int_equal(bp_fold_levelups(&s, evs, &f, &f.groups[0], cases[c].old_total, &lu),
@@ -224,7 +225,7 @@ static void test_levelups_append(void **state)
     (void)state;
     make_curve(&s);
     build_batch(rows, 2, evs, season, apply);
-    assert_int_equal(bp_fold_batch(evs, season, apply, 2, &f), BP_OK);
+    assert_int_equal(bp_fold_batch(evs, NULL, season, apply, 2, &f), BP_OK);
     assert_int_equal(bp_fold_levelups(&s, evs, &f, &f.groups[0], 0, &lu), BP_OK); /* a */
     assert_int_equal(lu.n, 1);
     assert_int_equal(bp_fold_levelups(&s, evs, &f, &f.groups[1], 0, &lu), BP_OK); /* b */
@@ -239,6 +240,37 @@ static void test_levelups_append(void **state)
     bp_levelups_fini(&lu);
     bp_levelups_fini(&lu);
     bp_levelups_fini(NULL);
+    bp_season_fini(&s);
+}
+
+/* Applied amounts (after boosts and caps) replace the events' own amounts in deltas and
+ * level-ups; a capped-out event (0) adds nothing and levels nothing. */
+static void test_applied_amounts(void **state)
+{
+    static const ev_row_t rows[] = {{"a", 0, true, 100}, {"a", 0, true, 100}, {"a", 0, true, 100}};
+    static const int64_t applied[] = {200, 0, 100};
+    bp_xp_event_t evs[3];
+    int season[3];
+    bool apply[3];
+    bp_fold_t f;
+    bp_levelups_t lu = {0};
+    bp_season_t s;
+    (void)state;
+    make_curve(&s);
+    build_batch(rows, 3, evs, season, apply);
+    assert_int_equal(bp_fold_batch(evs, applied, season, apply, 3, &f), BP_OK);
+    assert_int_equal(f.n_groups, 1);
+    assert_int_equal(f.groups[0].delta, 300);
+    assert_int_equal(bp_fold_levelups(&s, evs, &f, &f.groups[0], 0, &lu), BP_OK);
+    int64_t total = 0;
+    for (size_t i = 0; i < lu.n; i++) {
+        assert_true(lu.items[i].cause != 1); /* the capped-out event causes nothing */
+        assert_true(lu.items[i].total_xp >= total);
+        total = lu.items[i].total_xp;
+    }
+    assert_int_equal(lu.n, (size_t)(bp_level_for_xp(&s, 300).level - 1));
+    bp_fold_fini(&f);
+    bp_levelups_fini(&lu);
     bp_season_fini(&s);
 }
 
@@ -257,7 +289,7 @@ static void test_levelups_many(void **state)
     for (int32_t l = 1; l <= BP_LEVEL_MAX; l++)
         s.xp_total[l] = l - 1;
     build_batch(rows, 1, evs, season, apply);
-    assert_int_equal(bp_fold_batch(evs, season, apply, 1, &f), BP_OK);
+    assert_int_equal(bp_fold_batch(evs, NULL, season, apply, 1, &f), BP_OK);
     assert_int_equal(bp_fold_levelups(&s, evs, &f, &f.groups[0], 0, &lu), BP_OK);
     assert_int_equal(lu.n, BP_LEVEL_MAX - 1);
     for (size_t i = 0; i < lu.n; i++) {
@@ -305,8 +337,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fold_batch_table), cmocka_unit_test(test_levelups_table),
-        cmocka_unit_test(test_levelups_append),  cmocka_unit_test(test_levelups_many),
-        cmocka_unit_test(test_levelup_event_id),
+        cmocka_unit_test(test_levelups_append),  cmocka_unit_test(test_applied_amounts),
+        cmocka_unit_test(test_levelups_many),    cmocka_unit_test(test_levelup_event_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,612 @@
+/** @file The batch-apply transaction: fenced offsets, event-id dedupe, progress upsert,
+ *  level-ups to the outbox and autoClaim grants, all in one PostgreSQL transaction. */
+#include "store/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "app/log.h"
+#include "core/fold.h"
+#include "core/level.h"
+#include "core/reward.h"
+#include "store/pg_conn.h"
+#include "store/pgtext.h"
+#include "store/rewards.h"
+
+/* ---- statements, prepared on a connection at first use ---- */
+enum {
+    ST_DAILY_LOCK,
+    ST_DAILY_SAVE,
+    ST_APPLIED_FIX,
+    ST_FENCE,
+    ST_EVENTS,
+    ST_PROGRESS,
+    ST_LEVELS,
+    ST_OUTBOX_INSERT,
+    ST_COUNT
+};
+
+static const bp_pg_stmt_t statements[ST_COUNT] = {
+    [ST_DAILY_LOCK] = {"daily_lock",
+                       "SELECT d.player_id, d.season_id, d.day, d.earned FROM player_daily_xp d"
+                       " JOIN unnest($1::text[], $2::text[], $3::int[]) AS u(player_id, season_id,"
+                       "   day) USING (player_id, season_id, day)"
+                       " ORDER BY 1, 2, 3 FOR UPDATE OF d"},
+    [ST_DAILY_SAVE] = {"daily_save",
+                       "INSERT INTO player_daily_xp (player_id, season_id, day, earned)"
+                       " SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[])"
+                       " ON CONFLICT (player_id, season_id, day) DO UPDATE"
+                       "   SET earned = EXCLUDED.earned"},
+    [ST_APPLIED_FIX] = {"applied_fix", "UPDATE processed_events p SET applied_amount = u.applied"
+                                       " FROM unnest($1::text[], $2::int[]) AS u(event_id, applied)"
+                                       " WHERE p.event_id = u.event_id"},
+    [ST_FENCE] = {"fence", "UPDATE partition_offsets p SET next_offset = u.next_offset"
+                           " FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])"
+                           "   AS u(topic, partition, next_offset, epoch)"
+                           " WHERE p.consumer_group = $1 AND p.topic = u.topic"
+                           "   AND p.partition = u.partition AND p.epoch = u.epoch"
+                           " RETURNING p.topic, p.partition"},
+    [ST_EVENTS] = {"events",
+                   "WITH ev AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+                   "   $4::int[], $5::text[], $6::bigint[], $7::int[], $8::int[]) WITH ORDINALITY"
+                   "   AS t(event_id, player_id, season_id, amount, reason, occurred_ms,"
+                   "        applied_amount, boost_pct, ord)),"
+                   " ins AS (INSERT INTO processed_events (event_id, player_id, season_id,"
+                   "   amount, reason, occurred_at, applied_amount, boost_pct)"
+                   "   SELECT event_id, player_id, season_id, amount, reason,"
+                   "     timestamptz 'epoch' + occurred_ms * interval '1 millisecond',"
+                   "     applied_amount, boost_pct FROM ev"
+                   "   ON CONFLICT (event_id) DO NOTHING RETURNING event_id)"
+                   " SELECT ev.ord - 1 FROM ev JOIN ins USING (event_id)"},
+    [ST_PROGRESS] = {"progress",
+                     "INSERT INTO player_progress AS p (player_id, season_id, total_xp, earned_xp)"
+                     " SELECT player_id, season_id, delta, delta"
+                     " FROM unnest($1::text[], $2::text[], $3::bigint[])"
+                     "   AS u(player_id, season_id, delta)"
+                     " ORDER BY player_id, season_id"
+                     " ON CONFLICT (player_id, season_id) DO UPDATE"
+                     "   SET total_xp = p.total_xp + EXCLUDED.total_xp,"
+                     "       earned_xp = p.earned_xp + EXCLUDED.earned_xp, updated_at = now()"
+                     " RETURNING player_id, season_id, total_xp, premium, (xmax = 0)"},
+    [ST_LEVELS] = {"levels", "UPDATE player_progress p SET level = u.level"
+                             " FROM unnest($1::text[], $2::text[], $3::int[])"
+                             "   AS u(player_id, season_id, level)"
+                             " WHERE p.player_id = u.player_id AND p.season_id = u.season_id"},
+    [ST_OUTBOX_INSERT] = {"outbox_insert",
+                          "INSERT INTO outbox (topic, key, payload)"
+                          " SELECT $1, k, p::jsonb FROM unnest($2::text[], $3::text[]) AS u(k, p)"},
+};
+
+void bp_batch_result_fini(bp_batch_result_t *r)
+{
+    if (!r)
+        return;
+    free(r->changes);
+    free(r->fenced);
+    memset(r, 0, sizeof(*r));
+}
+
+/* Find the fold group of (season id, player id); groups are sorted by (season_idx, player). */
+static bp_fold_group_t *find_group(const bp_fold_t *f, int season_idx, const char *player)
+{
+    size_t lo = 0, hi = f->n_groups;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const bp_fold_group_t *g = &f->groups[mid];
+        int c = g->season_idx != season_idx ? (g->season_idx < season_idx ? -1 : 1)
+                                            : strcmp(g->player_id, player);
+        if (c == 0)
+            return &f->groups[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Step 1: store offsets where our epoch still holds; collect fenced partitions. */
+static bp_err_t store_offsets(bp_pg_t *pg, const bp_batch_t *b, bp_sbuf_t *a, bp_batch_result_t *r)
+{
+    bp_err_t err;
+    if (b->n_offsets == 0)
+        return BP_OK;
+    for (int k = 0; k < 4; k++)
+        bp_arr_open(&a[k]);
+    for (size_t i = 0; i < b->n_offsets; i++) {
+        bp_arr_text(&a[0], b->offsets[i].topic);
+        bp_arr_int(&a[1], b->offsets[i].partition);
+        bp_arr_int(&a[2], b->offsets[i].next_offset);
+        bp_arr_int(&a[3], b->offsets[i].epoch);
+    }
+    for (int k = 0; k < 4; k++) {
+        bp_arr_close(&a[k]);
+        if (a[k].oom)
+            return BP_ENOMEM;
+    }
+    const char *params[5] = {b->group, a[0].s, a[1].s, a[2].s, a[3].s};
+    PGresult *res = bp_pg_exec_stmt(pg, &statements[ST_FENCE], 5, params, PGRES_TUPLES_OK, &err);
+    if (!res)
+        return err;
+    if ((size_t)PQntuples(res) == b->n_offsets) {
+        PQclear(res);
+        return BP_OK;
+    }
+    r->fenced = calloc(b->n_offsets, sizeof(*r->fenced));
+    if (!r->fenced) {
+        PQclear(res);
+        return BP_ENOMEM;
+    }
+    for (size_t i = 0; i < b->n_offsets; i++) {
+        bool ok = false;
+        for (int row = 0; row < PQntuples(res) && !ok; row++)
+            ok = atoi(PQgetvalue(res, row, 1)) == b->offsets[i].partition &&
+                 strcmp(PQgetvalue(res, row, 0), b->offsets[i].topic) == 0;
+        if (!ok)
+            r->fenced[r->n_fenced++] = b->offsets[i];
+    }
+    PQclear(res);
+    return BP_EINVAL;
+}
+
+/* Step 2: record the events; mark in fresh[] those not seen before. */
+static bp_err_t insert_events(bp_pg_t *pg, const bp_batch_t *b, const bool *dup,
+                              const int64_t *applied, const int32_t *boost, bool *fresh,
+                              bp_sbuf_t a[8])
+{
+    bp_err_t err;
+    for (int k = 0; k < 8; k++)
+        bp_arr_open(&a[k]);
+    size_t sent = 0;
+    for (size_t i = 0; i < b->n_events; i++) {
+        const bp_xp_event_t *ev = &b->events[i];
+        fresh[i] = false;
+        if (dup[i])
+            continue;
+        int si = b->season_idx[i];
+        bp_arr_text(&a[0], ev->event_id);
+        bp_arr_text(&a[1], ev->player_id);
+        bp_arr_text(&a[2], si >= 0 ? b->seasons[si].id : NULL);
+        bp_arr_int(&a[3], ev->amount);
+        bp_arr_text(&a[4], ev->reason);
+        bp_arr_int(&a[5], ev->occurred_at_ms);
+        bp_arr_int(&a[6], applied[i]);
+        bp_arr_int(&a[7], boost[i]);
+        sent++;
+    }
+    for (int k = 0; k < 8; k++) {
+        bp_arr_close(&a[k]);
+        if (a[k].oom)
+            return BP_ENOMEM;
+    }
+    if (sent == 0)
+        return BP_OK;
+    size_t *map = malloc(sent * sizeof(*map));
+    if (!map)
+        return BP_ENOMEM;
+    for (size_t i = 0, j = 0; i < b->n_events; i++)
+        if (!dup[i])
+            map[j++] = i;
+    const char *params[8] = {a[0].s, a[1].s, a[2].s, a[3].s, a[4].s, a[5].s, a[6].s, a[7].s};
+    PGresult *res = bp_pg_exec_stmt(pg, &statements[ST_EVENTS], 8, params, PGRES_TUPLES_OK, &err);
+    if (res) {
+        for (int row = 0; row < PQntuples(res); row++) {
+            long long ord = atoll(PQgetvalue(res, row, 0));
+            if (ord >= 0 && (size_t)ord < sent)
+                fresh[map[ord]] = true;
+        }
+        PQclear(res);
+    }
+    free(map);
+    return err;
+}
+
+/* Build the LevelUp outbox payload (Avro field names; ids are restricted to JSON-safe
+ * characters by bp_id_valid, so they need no escaping). */
+static void levelup_json(bp_sbuf_t *out, const char *season_id, const bp_xp_event_t *cause,
+                         const bp_levelup_t *lu)
+{
+    char id[3 * BP_ID_MAX + 32];
+    if (bp_levelup_event_id(id, sizeof(id), season_id, cause->player_id, lu->new_level) != BP_OK)
+        id[0] = '\0';
+    bp_sb_reset(out);
+    bp_sb_printf(out, "{\"eventId\":\"%s\",\"playerId\":\"%s\",", id, cause->player_id);
+    bp_sb_printf(out, "\"seasonId\":\"%s\",\"previousLevel\":%d,\"newLevel\":%d,", season_id,
+                 lu->previous_level, lu->new_level);
+    bp_sb_printf(out, "\"totalXp\":%lld,\"causeEventId\":\"%s\",\"occurredAt\":%lld}",
+                 (long long)lu->total_xp, cause->event_id, (long long)cause->occurred_at_ms);
+}
+
+/* ---- XP accounting: boosts and the daily cap ---- */
+
+#define DAY_MS 86400000LL
+
+/* Boost every attributed event (pure: season rules only). Unattributed ones add nothing. */
+static void apply_boosts(const bp_batch_t *b, int64_t *applied, int32_t *boost)
+{
+    for (size_t i = 0; i < b->n_events; i++) {
+        int si = b->season_idx[i];
+        const bp_xp_event_t *ev = &b->events[i];
+        boost[i] = si >= 0 ? bp_boost_pct(&b->seasons[si], ev->occurred_at_ms, ev->reason) : 100;
+        applied[i] = si >= 0 ? (int64_t)ev->amount * boost[i] / 100 : 0;
+    }
+}
+
+/* One (player, season, day) whose earned XP the cap limits. */
+typedef struct {
+    const char *player;
+    int season;
+    int64_t day;
+    int64_t earned;
+} day_key_t;
+
+static int day_key_cmp(const void *a, const void *b)
+{
+    const day_key_t *x = a, *y = b;
+    if (x->season != y->season)
+        return x->season < y->season ? -1 : 1;
+    int c = strcmp(x->player, y->player);
+    if (c != 0)
+        return c;
+    return (x->day > y->day) - (x->day < y->day);
+}
+
+static bool capped(const bp_batch_t *b, size_t i, const bool *fresh)
+{
+    int si = b->season_idx[i];
+    return fresh[i] && si >= 0 && b->seasons[si].daily_xp_cap > 0;
+}
+
+static int64_t day_of(int64_t ms)
+{
+    return ms >= 0 ? ms / DAY_MS : -((-ms + DAY_MS - 1) / DAY_MS);
+}
+
+/* Arrays of a key table for unnest: player, season id, day (and earned when @p with_earned). */
+static bp_err_t key_arrays(const bp_batch_t *b, const day_key_t *keys, size_t n, bp_sbuf_t *a,
+                           bool with_earned)
+{
+    for (int k = 0; k < 4; k++)
+        bp_arr_open(&a[k]);
+    for (size_t i = 0; i < n; i++) {
+        bp_arr_text(&a[0], keys[i].player);
+        bp_arr_text(&a[1], b->seasons[keys[i].season].id);
+        bp_arr_int(&a[2], keys[i].day);
+        if (with_earned)
+            bp_arr_int(&a[3], keys[i].earned);
+    }
+    for (int k = 0; k < 4; k++) {
+        bp_arr_close(&a[k]);
+        if (a[k].oom)
+            return BP_ENOMEM;
+    }
+    return BP_OK;
+}
+
+/*
+ * Limit the fresh events of seasons with a daily XP cap: lock the players' earned XP of
+ * each day, let each event (in arrival order) add at most what the cap leaves, store the
+ * new totals, and correct applied_amount of the events the cap cut.
+ */
+static bp_err_t apply_daily_caps(bp_pg_t *pg, const bp_batch_t *b, const bool *fresh,
+                                 int64_t *applied, bp_sbuf_t *a)
+{
+    size_t n = 0, cut = 0;
+    bp_err_t err = BP_OK;
+    for (size_t i = 0; i < b->n_events; i++)
+        n += capped(b, i, fresh);
+    if (n == 0)
+        return BP_OK;
+    day_key_t *keys = calloc(n, sizeof(*keys));
+    if (!keys)
+        return BP_ENOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < b->n_events; i++)
+        if (capped(b, i, fresh))
+            keys[k++] = (day_key_t){b->events[i].player_id, b->season_idx[i],
+                                    day_of(b->events[i].occurred_at_ms), 0};
+    qsort(keys, n, sizeof(*keys), day_key_cmp);
+    size_t u = 0;
+    for (size_t i = 0; i < n; i++)
+        if (u == 0 || day_key_cmp(&keys[u - 1], &keys[i]) != 0)
+            keys[u++] = keys[i];
+    n = u;
+
+    if ((err = key_arrays(b, keys, n, a, false)) != BP_OK)
+        goto out;
+    const char *lp[3] = {a[0].s, a[1].s, a[2].s};
+    PGresult *res = bp_pg_exec_stmt(pg, &statements[ST_DAILY_LOCK], 3, lp, PGRES_TUPLES_OK, &err);
+    if (!res)
+        goto out;
+    for (int row = 0; row < PQntuples(res); row++) {
+        day_key_t probe = {PQgetvalue(res, row, 0),
+                           bp_season_find(b->seasons, b->n_seasons, PQgetvalue(res, row, 1)),
+                           atoll(PQgetvalue(res, row, 2)), 0};
+        day_key_t *hit = bsearch(&probe, keys, n, sizeof(*keys), day_key_cmp);
+        if (hit)
+            hit->earned = atoll(PQgetvalue(res, row, 3));
+    }
+    PQclear(res);
+
+    /* Walk the events in arrival order; remember the ones the cap cut. */
+    bp_arr_open(&a[4]);
+    bp_arr_open(&a[5]);
+    for (size_t i = 0; i < b->n_events; i++) {
+        if (!capped(b, i, fresh))
+            continue;
+        day_key_t probe = {b->events[i].player_id, b->season_idx[i],
+                           day_of(b->events[i].occurred_at_ms), 0};
+        day_key_t *key = bsearch(&probe, keys, n, sizeof(*keys), day_key_cmp);
+        int64_t allow =
+            bp_daily_cap_allow(b->seasons[b->season_idx[i]].daily_xp_cap, key->earned, applied[i]);
+        key->earned += allow;
+        if (allow != applied[i]) {
+            applied[i] = allow;
+            bp_arr_text(&a[4], b->events[i].event_id);
+            bp_arr_int(&a[5], allow);
+            cut++;
+        }
+    }
+    bp_arr_close(&a[4]);
+    bp_arr_close(&a[5]);
+
+    if ((err = key_arrays(b, keys, n, a, true)) != BP_OK)
+        goto out;
+    const char *sp[4] = {a[0].s, a[1].s, a[2].s, a[3].s};
+    if (!(res = bp_pg_exec_stmt(pg, &statements[ST_DAILY_SAVE], 4, sp, PGRES_COMMAND_OK, &err)))
+        goto out;
+    PQclear(res);
+    if (cut > 0) {
+        if (a[4].oom || a[5].oom) {
+            err = BP_ENOMEM;
+            goto out;
+        }
+        const char *fp[2] = {a[4].s, a[5].s};
+        if (!(res =
+                  bp_pg_exec_stmt(pg, &statements[ST_APPLIED_FIX], 2, fp, PGRES_COMMAND_OK, &err)))
+            goto out;
+        PQclear(res);
+    }
+out:
+    free(keys);
+    return err;
+}
+
+/* Rewards to grant by autoClaim, collected over a batch. */
+typedef struct {
+    bp_grant_req_t *items;
+    size_t n, cap;
+} grant_reqs_t;
+
+/* Queue the rewards a player unlocked going from @p old_level to @p new_level. */
+static bp_err_t add_auto_grants(grant_reqs_t *q, const bp_season_t *s, const char *player_id,
+                                int32_t old_level, int32_t new_level, bool premium)
+{
+    if (new_level <= old_level)
+        return BP_OK;
+    size_t n = bp_rewards_unlocked(s, old_level, new_level, premium, NULL, 0);
+    if (q->n + n > q->cap) {
+        size_t cap = q->cap ? q->cap : 64;
+        while (cap < q->n + n)
+            cap *= 2;
+        bp_grant_req_t *p = realloc(q->items, cap * sizeof(*p));
+        if (!p)
+            return BP_ENOMEM;
+        q->items = p;
+        q->cap = cap;
+    }
+    size_t idx[256];
+    size_t *all = n <= 256 ? idx : malloc(n * sizeof(*all));
+    if (!all)
+        return BP_ENOMEM;
+    bp_rewards_unlocked(s, old_level, new_level, premium, all, n);
+    for (size_t i = 0; i < n; i++)
+        q->items[q->n++] = (bp_grant_req_t){player_id, s, all[i]};
+    if (all != idx)
+        free(all);
+    return BP_OK;
+}
+
+bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *r)
+{
+    bp_sbuf_t a[8] = {{0}};
+    bp_sbuf_t js = {0};
+    bool *dup = NULL, *fresh = NULL, *apply = NULL;
+    int64_t *applied = NULL;
+    int32_t *boost = NULL;
+    bp_fold_t fold = {0};
+    bp_levelups_t lus = {0};
+    int32_t *new_level = NULL;
+    grant_reqs_t grants = {0};
+    bool in_tx = false;
+    bp_err_t err;
+
+    memset(r, 0, sizeof(*r));
+    if ((err = bp_pg_ensure(pg)) != BP_OK)
+        return err;
+    size_t n = b->n_events;
+    dup = calloc(n ? n : 1, sizeof(*dup));
+    fresh = calloc(n ? n : 1, sizeof(*fresh));
+    apply = calloc(n ? n : 1, sizeof(*apply));
+    applied = calloc(n ? n : 1, sizeof(*applied));
+    boost = calloc(n ? n : 1, sizeof(*boost));
+    if (!dup || !fresh || !apply || !applied || !boost) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    if ((err = bp_batch_mark_duplicates(b->events, n, dup)) != BP_OK)
+        goto out;
+    apply_boosts(b, applied, boost);
+
+    if ((err = bp_pg_exec_cmd(pg, "BEGIN")) != BP_OK)
+        goto out;
+    in_tx = true;
+    if ((err = store_offsets(pg, b, a, r)) != BP_OK)
+        goto out;
+    if ((err = insert_events(pg, b, dup, applied, boost, fresh, a)) != BP_OK)
+        goto out;
+    if ((err = apply_daily_caps(pg, b, fresh, applied, a)) != BP_OK)
+        goto out;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!fresh[i]) {
+            r->duplicates++;
+        } else if (b->season_idx[i] < 0) {
+            r->unattributed++;
+        } else {
+            apply[i] = true;
+            r->applied++;
+        }
+    }
+    if ((err = bp_fold_batch(b->events, applied, b->season_idx, apply, n, &fold)) != BP_OK)
+        goto out;
+
+    if (fold.n_groups > 0) {
+        for (int k = 0; k < 3; k++)
+            bp_arr_open(&a[k]);
+        for (size_t g = 0; g < fold.n_groups; g++) {
+            bp_arr_text(&a[0], fold.groups[g].player_id);
+            bp_arr_text(&a[1], b->seasons[fold.groups[g].season_idx].id);
+            bp_arr_int(&a[2], fold.groups[g].delta);
+        }
+        for (int k = 0; k < 3; k++) {
+            bp_arr_close(&a[k]);
+            if (a[k].oom) {
+                err = BP_ENOMEM;
+                goto out;
+            }
+        }
+        const char *params[3] = {a[0].s, a[1].s, a[2].s};
+        PGresult *res =
+            bp_pg_exec_stmt(pg, &statements[ST_PROGRESS], 3, params, PGRES_TUPLES_OK, &err);
+        if (!res)
+            goto out;
+        r->changes = calloc(fold.n_groups, sizeof(*r->changes));
+        new_level = calloc(fold.n_groups, sizeof(*new_level));
+        if (!r->changes || !new_level) {
+            PQclear(res);
+            err = BP_ENOMEM;
+            goto out;
+        }
+        for (int row = 0; row < PQntuples(res); row++) {
+            int si = bp_season_find(b->seasons, b->n_seasons, PQgetvalue(res, row, 1));
+            bp_fold_group_t *g = si < 0 ? NULL : find_group(&fold, si, PQgetvalue(res, row, 0));
+            if (!g)
+                continue;
+            int64_t total = atoll(PQgetvalue(res, row, 2));
+            size_t before = lus.n;
+            err = bp_fold_levelups(&b->seasons[si], b->events, &fold, g, total - g->delta, &lus);
+            if (err != BP_OK) {
+                PQclear(res);
+                goto out;
+            }
+            if (b->seasons[si].auto_claim) {
+                bool inserted = PQgetvalue(res, row, 4)[0] == 't';
+                int32_t old_level =
+                    inserted ? 0 : bp_level_for_xp(&b->seasons[si], total - g->delta).level;
+                err = add_auto_grants(&grants, &b->seasons[si], g->player_id, old_level,
+                                      bp_level_for_xp(&b->seasons[si], total).level,
+                                      PQgetvalue(res, row, 3)[0] == 't');
+                if (err != BP_OK) {
+                    PQclear(res);
+                    goto out;
+                }
+            }
+            bp_progress_change_t *ch = &r->changes[r->n_changes++];
+            memcpy(ch->player_id, g->player_id, strlen(g->player_id) + 1);
+            ch->season_idx = si;
+            ch->total_xp = total;
+            bp_level_info_t li = bp_level_for_xp(&b->seasons[si], total);
+            ch->level = li.level;
+            new_level[g - fold.groups] = lus.n > before ? li.level : 0;
+        }
+        PQclear(res);
+    }
+
+    if (lus.n > 0) {
+        /* Levels of the players who levelled up. */
+        for (int k = 0; k < 3; k++)
+            bp_arr_open(&a[k]);
+        for (size_t g = 0; g < fold.n_groups; g++) {
+            if (!new_level[g])
+                continue;
+            bp_arr_text(&a[0], fold.groups[g].player_id);
+            bp_arr_text(&a[1], b->seasons[fold.groups[g].season_idx].id);
+            bp_arr_int(&a[2], new_level[g]);
+        }
+        for (int k = 0; k < 3; k++)
+            bp_arr_close(&a[k]);
+        const char *lp[3] = {a[0].s, a[1].s, a[2].s};
+        PGresult *res = bp_pg_exec_stmt(pg, &statements[ST_LEVELS], 3, lp, PGRES_COMMAND_OK, &err);
+        if (!res)
+            goto out;
+        PQclear(res);
+
+        /* One outbox row per level gained. */
+        bp_arr_open(&a[0]);
+        bp_arr_open(&a[1]);
+        for (size_t i = 0; i < lus.n; i++) {
+            const bp_xp_event_t *cause = &b->events[lus.items[i].cause];
+            int si = b->season_idx[lus.items[i].cause];
+            levelup_json(&js, b->seasons[si].id, cause, &lus.items[i]);
+            if (js.oom) {
+                err = BP_ENOMEM;
+                goto out;
+            }
+            bp_arr_text(&a[0], cause->player_id);
+            bp_arr_text(&a[1], js.s);
+        }
+        bp_arr_close(&a[0]);
+        bp_arr_close(&a[1]);
+        if (a[0].oom || a[1].oom) {
+            err = BP_ENOMEM;
+            goto out;
+        }
+        const char *op[3] = {b->levelup_topic, a[0].s, a[1].s};
+        res = bp_pg_exec_stmt(pg, &statements[ST_OUTBOX_INSERT], 3, op, PGRES_COMMAND_OK, &err);
+        if (!res)
+            goto out;
+        PQclear(res);
+        r->level_ups = lus.n;
+    }
+
+    if (grants.n > 0) {
+        bp_grants_t done = {0};
+        err = bp_pg_grants_insert(pg, grants.items, grants.n, "auto", "worker", b->rewards_topic,
+                                  &done);
+        r->auto_grants = done.n;
+        bp_grants_fini(&done);
+        if (err != BP_OK)
+            goto out;
+    }
+
+    err = bp_pg_exec_cmd(pg, "COMMIT");
+    in_tx = false;
+out:
+    free(grants.items);
+    if (in_tx)
+        bp_pg_rollback(pg);
+    if (err != BP_OK && err != BP_EINVAL) {
+        free(r->changes);
+        r->changes = NULL;
+        r->n_changes = 0;
+    }
+    if (err != BP_OK) {
+        r->applied = r->duplicates = r->unattributed = r->level_ups = 0;
+    }
+    for (int k = 0; k < 8; k++)
+        bp_sb_free(&a[k]);
+    bp_sb_free(&js);
+    free(dup);
+    free(fresh);
+    free(apply);
+    free(applied);
+    free(boost);
+    free(new_level);
+    bp_fold_fini(&fold);
+    bp_levelups_fini(&lus);
+    return err;
+}
