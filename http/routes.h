@@ -19,4 +19,12 @@ extern const size_t bp_http_routes_seasons_n;
 extern const bp_http_route_t bp_http_routes_progress[];
 extern const size_t bp_http_routes_progress_n;
 
+/** GET /rewards/{playerId}, POST /rewards/{playerId}/claim and /claim-all. */
+extern const bp_http_route_t bp_http_routes_rewards[];
+extern const size_t bp_http_routes_rewards_n;
+
+/** POST /premium/{playerId}. */
+extern const bp_http_route_t bp_http_routes_premium[];
+extern const size_t bp_http_routes_premium_n;
+
 #endif

@@ -283,6 +283,8 @@ static bp_err_t build_routes(bp_http_t *h)
         {bp_http_routes_health, &bp_http_routes_health_n},
         {bp_http_routes_seasons, &bp_http_routes_seasons_n},
         {bp_http_routes_progress, &bp_http_routes_progress_n},
+        {bp_http_routes_rewards, &bp_http_routes_rewards_n},
+        {bp_http_routes_premium, &bp_http_routes_premium_n},
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++)

@@ -1,0 +1,200 @@
+/** @file POST /premium/{playerId}: grant a season's premium pass, idempotent by
+ *  transactionId (store/rewards.h does it in one transaction), then heal the cached
+ *  progress so GET /progress shows the pass at once. */
+#include "http/routes.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "app/log.h"
+#include "core/event.h"
+#include "core/reward.h"
+#include "core/timefmt.h"
+#include "http/auth.h"
+#include "http/request.h"
+#include "store/cache.h"
+#include "store/rewards.h"
+
+/** Premium grants come from the economy service or an admin, never from the player. */
+#define ACCESS_PREMIUM (BP_ACCESS_TOKEN | BP_SCOPE_SERVICE | BP_SCOPE_ADMIN)
+/** Longest `source` in bytes. */
+#define SOURCE_MAX 64
+
+/** The body's strings, borrowed from the parsed JSON; NULL when absent. */
+typedef struct {
+    const char *season_id;
+    const char *transaction_id;
+    const char *source;
+} premium_body_t;
+
+static bool valid_id(const char *s)
+{
+    return bp_id_valid(s, strlen(s));
+}
+
+/** 1..SOURCE_MAX printable ASCII characters. */
+static bool valid_source(const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return false;
+    return n >= 1 && n <= SOURCE_MAX;
+}
+
+/** Members of the body, all strings; others are ignored. */
+static const struct {
+    const char *name;
+    bool required;
+    bool (*valid)(const char *s);
+    size_t offset; /**< of the const char * in premium_body_t */
+    const char *rule;
+} PREMIUM_FIELDS[] = {
+    {"seasonId", false, valid_id, offsetof(premium_body_t, season_id),
+     "a season id (1 to 64 characters of [A-Za-z0-9._:@-])"},
+    {"transactionId", true, valid_id, offsetof(premium_body_t, transaction_id),
+     "1 to 64 characters of [A-Za-z0-9._:@-]"},
+    {"source", true, valid_source, offsetof(premium_body_t, source),
+     "1 to 64 printable ASCII characters"},
+};
+
+/** Parse and check the body; @p *root keeps the strings alive (json_decref it).
+ *  @return false after replying 400. */
+static bool premium_body(bp_http_req_t *req, json_t **root, premium_body_t *b)
+{
+    char detail[128];
+    if (bp_http_req_json(req, root) != BP_OK)
+        return false;
+    for (size_t i = 0; i < sizeof(PREMIUM_FIELDS) / sizeof(PREMIUM_FIELDS[0]); i++) {
+        const json_t *v = json_object_get(*root, PREMIUM_FIELDS[i].name);
+        const char **slot = (const char **)((char *)b + PREMIUM_FIELDS[i].offset);
+        if (!v && !PREMIUM_FIELDS[i].required)
+            continue;
+        if (!v)
+            snprintf(detail, sizeof(detail), "%s is required", PREMIUM_FIELDS[i].name);
+        else if (json_is_string(v) && PREMIUM_FIELDS[i].valid(json_string_value(v))) {
+            *slot = json_string_value(v);
+            continue;
+        } else
+            snprintf(detail, sizeof(detail), "%s must be %s", PREMIUM_FIELDS[i].name,
+                     PREMIUM_FIELDS[i].rule);
+        bp_http_reply_problem(req, 400, "invalid-body", detail);
+        return false;
+    }
+    return true;
+}
+
+/** The season named by the body, else the current one. @return NULL after a 404. */
+static const bp_season_t *premium_season(bp_http_req_t *req, const char *season_id)
+{
+    const bp_season_list_t *snap = bp_http_req_seasons(req);
+    char detail[BP_ID_MAX + 64];
+    if (season_id) {
+        int i = bp_season_find(snap->items, snap->n, season_id);
+        if (i >= 0)
+            return &snap->items[i];
+        snprintf(detail, sizeof(detail), "season %s does not exist", season_id);
+        bp_http_reply_problem(req, 404, "season-not-found", detail);
+        return NULL;
+    }
+    int i = bp_season_at(snap->items, snap->n, req->now_ms);
+    if (i >= 0)
+        return &snap->items[i];
+    bp_http_reply_problem(req, 404, "no-current-season", "no season is active now");
+    return NULL;
+}
+
+/**
+ * Put premium into the cached progress: the committed row is read back and cached, and
+ * the cache script lets premium "1" override a cached "0" while keeping a cached totalXp
+ * that is ahead. Best effort: a failure leaves an entry that expires after the TTL.
+ */
+static void heal_cache(bp_http_req_t *req, bp_pg_t *pg, const char *season_id,
+                       const char *player_id)
+{
+    bp_cache_t *cache = bp_http_req_cache(req);
+    bp_progress_row_t row;
+    if (!cache)
+        return;
+    if (bp_pg_progress_get(pg, player_id, season_id, &row) != BP_OK ||
+        bp_cache_fill_progress(cache, season_id, player_id, &row) != BP_OK)
+        BP_LOG_DEBUG("premium not written to the progress cache", "\"seasonId\":\"%s\"", season_id);
+}
+
+/** @return the grants as a JSON array (NULL when out of memory). */
+static json_t *grants_json(const bp_grants_t *g)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < g->n; i++) {
+        const bp_grant_t *x = &g->items[i];
+        char at[32];
+        bp_time_format(x->granted_at_ms, at, sizeof(at));
+        json_t *o =
+            json_pack("{s:s, s:i, s:s, s:s, s:s, s:i, s:s}", "grantId", x->grant_id, "level",
+                      (int)x->level, "tier", bp_tier_str(x->tier), "rewardId", x->reward_id,
+                      "itemId", x->item_id, "quantity", (int)x->quantity, "grantedAt", at);
+        if (!o || json_array_append_new(arr, o) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    return arr;
+}
+
+static void post_premium(bp_http_req_t *req)
+{
+    const char *player_id = bp_http_req_param(req, "playerId");
+    json_t *root = NULL;
+    premium_body_t b = {NULL, NULL, NULL};
+    bp_grants_t g = {NULL, 0};
+    bp_premium_result_t result = BP_PREMIUM_GRANTED;
+    bp_pg_t *pg = NULL;
+    const bp_season_t *s = NULL;
+    json_t *arr = NULL;
+    bp_err_t err = BP_OK;
+    char detail[BP_ID_MAX + 96];
+
+    if (!premium_body(req, &root, &b) || !(s = premium_season(req, b.season_id)))
+        goto out;
+    err = bp_http_req_pg(req, &pg);
+    if (err == BP_OK)
+        err = bp_pg_premium_grant(pg, s, player_id, b.transaction_id, b.source, req->now_ms,
+                                  req->principal->sub, req->env->cfg->rewards_topic, &result, &g);
+    if (err != BP_OK) {
+        BP_LOG_WARN("premium grant failed", "\"seasonId\":\"%s\",\"error\":\"%s\"", s->id,
+                    bp_err_str(err));
+        if (err == BP_ERETRY) {
+            bp_http_reply_problem(req, 503, "database-unavailable",
+                                  "the premium pass cannot be granted right now, retry later");
+            req->resp.retry_after_s = 1;
+        } else {
+            bp_http_reply_problem(req, 500, "internal-error", "the premium pass was not granted");
+        }
+        goto out;
+    }
+    if (result == BP_PREMIUM_CONFLICT) {
+        snprintf(detail, sizeof(detail), "transaction %s was recorded for another player or season",
+                 b.transaction_id);
+        bp_http_reply_problem(req, 409, "transaction-conflict", detail);
+        goto out;
+    }
+    heal_cache(req, pg, s->id, player_id);
+    arr = grants_json(&g);
+    json_t *obj =
+        arr ? json_pack("{s:s, s:s, s:s, s:b, s:o}", "playerId", player_id, "seasonId", s->id,
+                        "transactionId", b.transaction_id, "premium", 1, "grants", arr)
+            : NULL;
+    bp_http_reply_json(req, result == BP_PREMIUM_GRANTED ? 201 : 200, obj);
+    req->resp.cache_control = "no-store";
+out:
+    bp_grants_fini(&g);
+    json_decref(root);
+}
+
+const bp_http_route_t bp_http_routes_premium[] = {
+    {"POST", "/premium/{playerId}", post_premium, ACCESS_PREMIUM},
+};
+const size_t bp_http_routes_premium_n =
+    sizeof(bp_http_routes_premium) / sizeof(bp_http_routes_premium[0]);
