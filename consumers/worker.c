@@ -22,11 +22,15 @@
 #include "store/cache.h"
 #include "store/pg.h"
 #include "store/rewards.h"
+#include "store/season_end.h"
 
 #define RELAY_LIMIT 2000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STATS_EVERY_MS 10000
+#define SEASON_END_EVERY_MS 5000
+#define SEASON_END_CHUNK 200
+#define CLOSED_MAX 64
 
 /* The topics the worker consumes, as indices into worker_t.topics. */
 enum { T_XP = 0, T_PREMIUM, T_COUNT };
@@ -77,11 +81,15 @@ typedef struct {
     size_t n_msgs;
     size_t n_dlq;
 
+    /* seasons known to be closed (end-of-season grants done): not asked again */
+    char closed[CLOSED_MAX][BP_ID_MAX + 1];
+    size_t n_closed;
+
     bool cache_down;
     int backoff_ms;
     struct {
         unsigned long long consumed, applied, duplicates, unattributed, dlq, level_ups, batches,
-            relayed, premiums, auto_grants;
+            relayed, premiums, auto_grants, season_end_grants;
     } stats;
 } worker_t;
 
@@ -685,15 +693,37 @@ static void relay(worker_t *w)
     } while (n == RELAY_LIMIT && !*w->cfg->stop);
 }
 
+/* Close the seasons whose claim window has ended and that grant unclaimed rewards then. */
+static void close_seasons(worker_t *w, const bp_season_list_t *snap)
+{
+    for (size_t i = 0; i < snap->n && !*w->cfg->stop; i++) {
+        const bp_season_t *s = &snap->items[i];
+        bool known = false;
+        for (size_t c = 0; c < w->n_closed && !known; c++)
+            known = strcmp(w->closed[c], s->id) == 0;
+        if (known)
+            continue;
+        size_t granted = 0;
+        bool closed = false;
+        if (bp_pg_season_close(w->pg, s, w->cfg->rewards_topic, now_ms(), SEASON_END_CHUNK,
+                               &granted, &closed) != BP_OK)
+            return; /* logged; tried again next round */
+        w->stats.season_end_grants += granted;
+        if (closed && w->n_closed < CLOSED_MAX)
+            snprintf(w->closed[w->n_closed++], sizeof(w->closed[0]), "%s", s->id);
+    }
+}
+
 static void log_stats(const worker_t *w)
 {
     BP_LOG_INFO("worker stats",
                 "\"consumed\":%llu,\"applied\":%llu,\"duplicates\":%llu,\"unattributed\":%llu,"
-                "\"dlq\":%llu,\"levelUps\":%llu,\"autoGrants\":%llu,\"premiums\":%llu,"
+                "\"dlq\":%llu,\"levelUps\":%llu,\"autoGrants\":%llu,\"seasonEndGrants\":%llu,"
+                "\"premiums\":%llu,"
                 "\"relayed\":%llu,\"batches\":%llu",
                 w->stats.consumed, w->stats.applied, w->stats.duplicates, w->stats.unattributed,
-                w->stats.dlq, w->stats.level_ups, w->stats.auto_grants, w->stats.premiums,
-                w->stats.relayed, w->stats.batches);
+                w->stats.dlq, w->stats.level_ups, w->stats.auto_grants, w->stats.season_end_grants,
+                w->stats.premiums, w->stats.relayed, w->stats.batches);
 }
 
 bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
@@ -704,7 +734,7 @@ bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
     if (err != BP_OK || *cfg->stop)
         goto out;
     BP_LOG_INFO("worker started", "\"topic\":\"%s\",\"group\":\"%s\"", cfg->xp_topic, cfg->group);
-    int64_t last_relay = 0, last_stats = mono_ms();
+    int64_t last_relay = 0, last_stats = mono_ms(), last_close = 0;
     while (!*cfg->stop) {
         if (bp_seasons_refresh(cfg->seasons, w.pg, now_ms(), 0) == BP_EFATAL) {
             err = BP_EFATAL;
@@ -733,6 +763,13 @@ bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
         if (w.stats.level_ups != level_ups || mono_ms() - last_relay >= 1000) {
             relay(&w);
             last_relay = mono_ms();
+        }
+        if (mono_ms() - last_close >= SEASON_END_EVERY_MS) {
+            const bp_season_list_t *snap = bp_seasons_acquire(cfg->seasons);
+            close_seasons(&w, snap);
+            bp_seasons_release(cfg->seasons, snap);
+            last_close = mono_ms();
+            relay(&w); /* the grants' RewardGrant events */
         }
         if (mono_ms() - last_stats >= STATS_EVERY_MS) {
             log_stats(&w);

@@ -53,14 +53,30 @@ static int group_setup(void **state)
         !it_season_write(&env, "late-ok.json", "s-late-ok", -30 * DAY_MS, 30 * DAY_MS - HOUR_MS,
                          late_opts) ||
         !it_season_write(&env, "late-no.json", "s-late-no", -60 * DAY_MS, 29 * DAY_MS,
-                         "{\"lateEventGraceHours\":0}"))
+                         "{\"lateEventGraceHours\":0}") ||
+        !it_season_write(&env, "closed.json", "s-closed", -80 * DAY_MS, 18 * DAY_MS,
+                         "{\"claimWindowHours\":1,\"grantUnclaimedAtEnd\":true}"))
         return -1;
     if (!it_season_load("auto-season.json", &season) || !season.auto_claim ||
         !it_db_prepare(&env, "auto-season.json") ||
         !it_season_import(&env, "late-ok.json", false) ||
-        !it_season_import(&env, "late-no.json", false))
+        !it_season_import(&env, "late-no.json", false) ||
+        !it_season_import(&env, "closed.json", false))
         return -1;
     snprintf(prefix, sizeof(prefix), "wr%d-", (int)getpid());
+    /* A player of s-closed at level 4 who claimed one reward before the end. */
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "WITH p AS (INSERT INTO player_progress (player_id, season_id, total_xp, earned_xp, "
+             "level) VALUES ('%sE', 's-closed', %lld, %lld, 4) RETURNING 1),"
+             " c AS (INSERT INTO reward_claims (player_id, season_id, level, tier, reward_id, "
+             "item_id, quantity, grant_id, source) SELECT '%sE', 's-closed', 1, 'free', "
+             "'reward-001-free', 'currency.coins', 100, 'manual-%s', 'claim' RETURNING 1)"
+             " SELECT (SELECT count(*) FROM p) + (SELECT count(*) FROM c)",
+             prefix, (long long)season.xp_total[4] + 5, (long long)season.xp_total[4] + 5, prefix,
+             prefix);
+    if (it_sql_int(&env, sql) != 2)
+        return -1;
     char group[64];
     snprintf(group, sizeof(group), "it-worker-rewards-%d", (int)getpid());
     daemon_pid = it_daemon_start(&env, group, NULL, "worker-rewards-daemon.log");
@@ -290,11 +306,35 @@ static void test_late_events(void **state)
     assert_int_equal(it_sql_int(&env, sql), 0);
 }
 
+static void test_season_end_grants(void **state)
+{
+    (void)state;
+    if (!env.bootstrap)
+        skip();
+    char sql[256];
+    /* Everything available at level 4 (free tier, not premium) but the one claimed. */
+    long long want = (long long)bp_rewards_unlocked(&season, 0, 4, false, NULL, 0) - 1;
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM reward_claims WHERE player_id = '%sE' AND source = 'season-end'",
+             prefix);
+    assert_int_equal(wait_sql(sql, want), want);
+    assert_int_equal(
+        wait_sql("SELECT count(*) FROM seasons WHERE id = 's-closed' AND closed_at IS NOT NULL", 1),
+        1);
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM reward_claims WHERE player_id = '%sE'",
+             prefix);
+    assert_int_equal(it_sql_int(&env, sql), want + 1);
+    char player[64];
+    snprintf(player, sizeof(player), "%sE", prefix);
+    assert_int_equal(grants_on_topic(player, want), (size_t)want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auto_claim_and_premium),
         cmocka_unit_test(test_late_events),
+        cmocka_unit_test(test_season_end_grants),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
