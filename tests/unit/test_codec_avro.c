@@ -534,18 +534,31 @@ static void test_json_reward_grant(void **state)
     const char *why = NULL;
     const char *json = "{\"grantId\":\"g1\",\"playerId\":\"p1\",\"seasonId\":\"s1\",\"level\":5,"
                        "\"tier\":\"premium\",\"rewardId\":\"r5p\",\"itemId\":\"skin-1\","
-                       "\"quantity\":1,\"grantedAt\":1700000000123}";
-    /* the datum by hand: tier "premium" is enum index 1 -> 0x02 */
-    static const uint8_t expect[] = {0x00, 0x00, 0x00, 0x00, 0x04, 0x04, 'g',  '1',  0x04,
-                                     'p',  '1',  0x04, 's',  '1',  0x0a, 0x02, 0x06, 'r',
-                                     '5',  'p',  0x0c, 's',  'k',  'i',  'n',  '-',  '1',
-                                     0x02, 0xf6, 0xa1, 0xab, 0xfe, 0xf9, 0x62};
+                       "\"quantity\":1,\"grantedAt\":1700000000123,\"source\":\"auto\"}";
+    /* the datum by hand: tier "premium" is enum index 1 -> 0x02; source "auto" last */
+    static const uint8_t expect[] = {0x00, 0x00, 0x00, 0x00, 0x04, 0x04, 'g',  '1',  0x04, 'p',
+                                     '1',  0x04, 's',  '1',  0x0a, 0x02, 0x06, 'r',  '5',  'p',
+                                     0x0c, 's',  'k',  'i',  'n',  '-',  '1',  0x02, 0xf6, 0xa1,
+                                     0xab, 0xfe, 0xf9, 0x62, 0x08, 'a',  'u',  't',  'o'};
 
     json_round_trip(c, REWARD_GRANT_ID, json);
     json_round_trip(c, REWARD_GRANT_ID,
                     "{\"grantId\":\"g2\",\"playerId\":\"p1\",\"seasonId\":\"s1\",\"level\":1,"
                     "\"tier\":\"free\",\"rewardId\":\"r1f\",\"itemId\":\"coins\","
-                    "\"quantity\":100,\"grantedAt\":0}");
+                    "\"quantity\":100,\"grantedAt\":0,\"source\":\"claim\"}");
+    /* source is optional for producers: its default is "claim" */
+    char *decoded = NULL;
+    int32_t id = -1;
+    assert_int_equal(bp_codec_encode_json(c, REWARD_GRANT_ID,
+                                          "{\"grantId\":\"g3\",\"playerId\":\"p1\",\"seasonId\":"
+                                          "\"s1\",\"level\":1,\"tier\":\"free\",\"rewardId\":"
+                                          "\"r\",\"itemId\":\"i\",\"quantity\":1,\"grantedAt\":0}",
+                                          &buf, &len, &why),
+                     BP_OK);
+    assert_int_equal(bp_codec_decode_json(c, buf, len, &decoded, &id, &why), BP_OK);
+    assert_non_null(strstr(decoded, "\"source\":\"claim\""));
+    free(decoded);
+    free(buf);
     assert_int_equal(bp_codec_encode_json(c, REWARD_GRANT_ID, json, &buf, &len, &why), BP_OK);
     assert_int_equal(len, sizeof expect);
     assert_memory_equal(buf, expect, sizeof expect);
