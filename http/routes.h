@@ -11,6 +11,10 @@
 extern const bp_http_route_t bp_http_routes_health[];
 extern const size_t bp_http_routes_health_n;
 
+/** GET /openapi.yaml. */
+extern const bp_http_route_t bp_http_routes_openapi[];
+extern const size_t bp_http_routes_openapi_n;
+
 /** GET /seasons/current, GET /seasons/{seasonId}. */
 extern const bp_http_route_t bp_http_routes_seasons[];
 extern const size_t bp_http_routes_seasons_n;

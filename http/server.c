@@ -281,6 +281,7 @@ static bp_err_t build_routes(bp_http_t *h)
         const size_t *n;
     } tables[] = {
         {bp_http_routes_health, &bp_http_routes_health_n},
+        {bp_http_routes_openapi, &bp_http_routes_openapi_n},
         {bp_http_routes_seasons, &bp_http_routes_seasons_n},
         {bp_http_routes_progress, &bp_http_routes_progress_n},
         {bp_http_routes_rewards, &bp_http_routes_rewards_n},
