@@ -30,6 +30,7 @@ typedef struct {
     _Atomic int64_t next_ready_load;    /**< ms; /ready forces a first load at most 1/s */
     atomic_bool seasons_loaded;         /**< a load from /ready has succeeded once */
     _Atomic int64_t ready_until;        /**< ms; /ready answers from memory until then */
+    struct bp_http_xp *xp;              /**< XP grant producer (routes_xp.c), owned */
 } bp_http_env_t;
 
 /** The response a handler fills. Strings other than body are static or outlive the request. */
@@ -44,6 +45,8 @@ typedef struct {
     int retry_after_s;            /**< > 0: Retry-After header (503, 429) */
 } bp_http_resp_t;
 
+struct MHD_Connection;
+
 /** One request as handlers see it. */
 typedef struct bp_http_req {
     bp_http_env_t *env;
@@ -54,6 +57,7 @@ typedef struct bp_http_req {
     int64_t now_ms;                  /**< wall clock at the start of the request */
     const char *body;                /**< request body, NULL when empty; borrowed */
     size_t body_len;
+    struct MHD_Connection *transport; /**< for bp_http_req_header/_query (server.c) */
     bp_http_resp_t resp;
     /* Borrowed lazily by the helpers below, given back by bp_http_req_finish(). */
     bp_http_conn_t *conn;
@@ -62,6 +66,13 @@ typedef struct bp_http_req {
 
 /** @return the value of path param @p name (never NULL for a param of the route). */
 const char *bp_http_req_param(const bp_http_req_t *req, const char *name);
+
+/** @return request header @p name (case-insensitive), or NULL when absent; borrowed for
+ *  the request's duration. Implemented by http/server.c. */
+const char *bp_http_req_header(const bp_http_req_t *req, const char *name);
+/** @return the first query argument @p name (percent-decoded), or NULL when absent;
+ *  borrowed for the request's duration. Implemented by http/server.c. */
+const char *bp_http_req_query(const bp_http_req_t *req, const char *name);
 
 /**
  * The request's PostgreSQL connection: borrows a pool slot on first use (kept until

@@ -63,6 +63,18 @@ static long long elapsed_us(const struct timespec *start)
            (now.tv_nsec - start->tv_nsec) / 1000;
 }
 
+const char *bp_http_req_header(const bp_http_req_t *req, const char *name)
+{
+    return req->transport ? MHD_lookup_connection_value(req->transport, MHD_HEADER_KIND, name)
+                          : NULL;
+}
+
+const char *bp_http_req_query(const bp_http_req_t *req, const char *name)
+{
+    return req->transport ? MHD_lookup_connection_value(req->transport, MHD_GET_ARGUMENT_KIND, name)
+                          : NULL;
+}
+
 /** Turn @p r into a libmicrohttpd response and queue it; the body moves to libmicrohttpd. */
 static enum MHD_Result queue_response(struct MHD_Connection *conn, bp_http_resp_t *r)
 {
@@ -180,6 +192,7 @@ static enum MHD_Result dispatch(bp_http_t *h, struct MHD_Connection *conn, const
     req.now_ms = wall_ms();
     req.body = ctx->body;
     req.body_len = ctx->len;
+    req.transport = conn;
     handle(h, conn, &req, ctx, &m);
     ctx->answered = true;
     bp_http_req_finish(&req);
@@ -284,6 +297,7 @@ static bp_err_t build_routes(bp_http_t *h)
         {bp_http_routes_openapi, &bp_http_routes_openapi_n},
         {bp_http_routes_seasons, &bp_http_routes_seasons_n},
         {bp_http_routes_progress, &bp_http_routes_progress_n},
+        {bp_http_routes_xp, &bp_http_routes_xp_n},
         {bp_http_routes_rewards, &bp_http_routes_rewards_n},
         {bp_http_routes_premium, &bp_http_routes_premium_n},
     };
@@ -349,6 +363,9 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
         err = err == BP_ENOMEM ? BP_ENOMEM : BP_EFATAL;
         goto out;
     }
+    err = bp_http_xp_new(&h->cfg, &h->env.xp);
+    if (err != BP_OK)
+        goto out;
     h->env.cfg = &h->cfg;
     h->env.seasons = cfg->seasons;
     atomic_init(&h->env.next_seasons_check, 0);
@@ -408,6 +425,7 @@ void bp_http_stop(bp_http_t *h)
     if (h->daemon)
         MHD_stop_daemon(h->daemon);
     bp_http_pool_destroy(h->env.pool);
+    bp_http_xp_destroy(h->env.xp);
     free(h->routes);
     free(h);
 }

@@ -627,3 +627,62 @@ bp_err_t bp_cache_get_progress(bp_cache_t *c, const char *season_id, const char 
     get_args_t a = {season_id, player_id, out};
     return with_connection(c, get_op, &a);
 }
+
+/*
+ * Fixed-window counter. KEYS[1] = counter; ARGV[1] = window in seconds. The first hit of a
+ * window creates the key with the window as its TTL; a key somehow left without a TTL gets
+ * one again. Returns {hits in this window, seconds until it ends}.
+ */
+static const char RATE_SCRIPT[] = "local n = redis.call('INCR', KEYS[1])\n"
+                                  "local ttl = redis.call('TTL', KEYS[1])\n"
+                                  "if n == 1 or ttl < 0 then\n"
+                                  "  redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+                                  "  ttl = tonumber(ARGV[1])\n"
+                                  "end\n"
+                                  "return {n, ttl}\n";
+
+typedef struct {
+    const char *key;
+    int limit;
+    int window_s;
+    int *retry_after_s;
+} rate_args_t;
+
+static bp_err_t rate_op(bp_cache_t *c, const void *arg, bool *stale)
+{
+    const rate_args_t *a = arg;
+    bp_err_t rc = BP_ERETRY;
+    redisReply *r = redisCommand(c->ctx, "EVAL %s 1 %s %d", RATE_SCRIPT, a->key, a->window_s);
+    if (!r) {
+        *stale = io_failed(c, errno);
+        return BP_ERETRY;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
+        char eb[256];
+        BP_LOG_WARN(
+            "redis refused a rate-limit hit", "\"error\":\"%s\"",
+            bp_log_str(eb, sizeof(eb), r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply"));
+        goto out;
+    }
+    if (r->element[0]->integer > a->limit) {
+        long long ttl = r->element[1]->integer;
+        *a->retry_after_s = ttl < 1 ? 1 : ttl > a->window_s ? a->window_s : (int)ttl;
+        rc = BP_EINVAL;
+    } else {
+        rc = BP_OK;
+    }
+out:
+    freeReplyObject(r);
+    return rc;
+}
+
+bp_err_t bp_cache_rate_hit(bp_cache_t *c, const char *key, int limit, int window_s,
+                           int *retry_after_s)
+{
+    rate_args_t a = {key, limit, window_s, retry_after_s};
+    *retry_after_s = 0;
+    if (window_s < 1)
+        window_s = a.window_s = 1;
+    return with_connection(c, rate_op, &a);
+}

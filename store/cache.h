@@ -42,4 +42,18 @@ bp_err_t bp_cache_get_progress(bp_cache_t *c, const char *season_id, const char 
 bp_err_t bp_cache_fill_progress(bp_cache_t *c, const char *season_id, const char *player_id,
                                 const bp_progress_row_t *row) BP_MUSTCHECK;
 
+/**
+ * Count one hit on the fixed-window rate limit @p key (e.g. "bp:rate:xp:<playerId>"):
+ * at most @p limit hits per window of @p window_s seconds, the window starting at its
+ * first hit (INCR and EXPIRE in one Lua script, so a crash between them cannot leave a
+ * counter without expiry).
+ * @param retry_after_s out: when over the limit, seconds until the window ends (>= 1);
+ *                      0 otherwise
+ * @return BP_OK (within the limit, counted), BP_EINVAL (over the limit: refuse the
+ *         request; the hit still counts), BP_ERETRY (Redis unreachable or refused: the caller
+ *         decides whether to fail open).
+ */
+bp_err_t bp_cache_rate_hit(bp_cache_t *c, const char *key, int limit, int window_s,
+                           int *retry_after_s) BP_MUSTCHECK;
+
 #endif
