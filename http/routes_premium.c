@@ -13,6 +13,7 @@
 #include "core/reward.h"
 #include "core/timefmt.h"
 #include "http/auth.h"
+#include "http/grants.h"
 #include "http/request.h"
 #include "store/cache.h"
 #include "store/rewards.h"
@@ -123,26 +124,6 @@ static void heal_cache(bp_http_req_t *req, bp_pg_t *pg, const char *season_id,
         BP_LOG_DEBUG("premium not written to the progress cache", "\"seasonId\":\"%s\"", season_id);
 }
 
-/** @return the grants as a JSON array (NULL when out of memory). */
-static json_t *grants_json(const bp_grants_t *g)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < g->n; i++) {
-        const bp_grant_t *x = &g->items[i];
-        char at[32];
-        bp_time_format(x->granted_at_ms, at, sizeof(at));
-        json_t *o =
-            json_pack("{s:s, s:i, s:s, s:s, s:s, s:i, s:s}", "grantId", x->grant_id, "level",
-                      (int)x->level, "tier", bp_tier_str(x->tier), "rewardId", x->reward_id,
-                      "itemId", x->item_id, "quantity", (int)x->quantity, "grantedAt", at);
-        if (!o || json_array_append_new(arr, o) != 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-    return arr;
-}
-
 static void post_premium(bp_http_req_t *req)
 {
     const char *player_id = bp_http_req_param(req, "playerId");
@@ -181,7 +162,7 @@ static void post_premium(bp_http_req_t *req)
         goto out;
     }
     heal_cache(req, pg, s->id, player_id);
-    arr = grants_json(&g);
+    arr = bp_http_grants_json(&g);
     json_t *obj =
         arr ? json_pack("{s:s, s:s, s:s, s:b, s:o}", "playerId", player_id, "seasonId", s->id,
                         "transactionId", b.transaction_id, "premium", 1, "grants", arr)

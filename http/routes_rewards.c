@@ -10,6 +10,7 @@
 #include "core/reward.h"
 #include "core/timefmt.h"
 #include "http/auth.h"
+#include "http/grants.h"
 #include "http/request.h"
 #include "store/rewards.h"
 
@@ -99,26 +100,6 @@ static const bp_season_t *reward_season(bp_http_req_t *req, bool ended_ok)
         return NULL;
     }
     return &snap->items[i];
-}
-
-/** @return the grants as a JSON array (NULL when out of memory). */
-static json_t *grants_json(const bp_grants_t *g)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < g->n; i++) {
-        const bp_grant_t *x = &g->items[i];
-        char at[32];
-        bp_time_format(x->granted_at_ms, at, sizeof(at));
-        json_t *o =
-            json_pack("{s:s, s:i, s:s, s:s, s:s, s:i, s:s}", "grantId", x->grant_id, "level",
-                      (int)x->level, "tier", bp_tier_str(x->tier), "rewardId", x->reward_id,
-                      "itemId", x->item_id, "quantity", (int)x->quantity, "grantedAt", at);
-        if (!o || json_array_append_new(arr, o) != 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-    return arr;
 }
 
 /** Reply to a refused claim with its status and slug. */
@@ -221,7 +202,7 @@ static void post_claim(bp_http_req_t *req)
     else if (v != BP_CLAIM_OK)
         reply_verdict(req, v, b.level, b.tier);
     else {
-        json_t *arr = grants_json(&g);
+        json_t *arr = bp_http_grants_json(&g);
         json_t *obj =
             arr ? json_pack("{s:s, s:s, s:i, s:s, s:o}", "playerId", player_id, "seasonId", s->id,
                             "level", (int)b.level, "tier", bp_tier_str(b.tier), "grants", arr)
@@ -250,7 +231,7 @@ static void post_claim_all(bp_http_req_t *req)
     else if (v != BP_CLAIM_OK)
         reply_verdict(req, v, 0, BP_TIER_FREE);
     else {
-        json_t *arr = grants_json(&g);
+        json_t *arr = bp_http_grants_json(&g);
         json_t *obj = arr ? json_pack("{s:s, s:s, s:o}", "playerId", player_id, "seasonId", s->id,
                                       "grants", arr)
                           : NULL;
