@@ -1,14 +1,29 @@
-/** @file GET /progress/{playerId}: a player's progress in the current season, from Redis
- *  when cached, else from PostgreSQL (then cached); Redis being down is not an error. */
+/** @file The Progress resources: GET /progress/{playerId} (current season) and
+ *  /progress/{playerId}/seasons/{seasonId}, read from Redis when cached, else from PostgreSQL
+ *  (then cached; Redis being down is not an error); POST /progress/{playerId}/levels (level
+ *  purchases, store/progress.h); GET /progress/{playerId}/history (applied XP events). */
 #include "http/routes.h"
 
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "app/log.h"
+#include "core/event.h"
 #include "core/level.h"
 #include "core/timefmt.h"
 #include "http/auth.h"
 #include "http/request.h"
+#include "store/cache.h"
+#include "store/progress.h"
+
+/** Level purchases come from the economy service only. */
+#define ACCESS_PURCHASE (BP_ACCESS_TOKEN | BP_SCOPE_SERVICE)
+/** History page size when the request names none. */
+#define HISTORY_LIMIT_DEFAULT 20
+
+/* ---- reading and rendering progress ---- */
 
 /** Read the row: cache first, PostgreSQL on a miss (filling the cache) or when Redis is
  *  unreachable. @return BP_OK or BP_ERETRY (PostgreSQL failed). */
@@ -37,41 +52,324 @@ static bp_err_t read_progress(bp_http_req_t *req, const char *season_id, const c
     return BP_OK;
 }
 
-static void get_progress(bp_http_req_t *req)
+/** Answer 200 with the Progress resource of @p row. */
+static void reply_progress(bp_http_req_t *req, const bp_season_t *s, const char *player_id,
+                           const bp_progress_row_t *row)
 {
-    const char *player_id = bp_http_req_param(req, "playerId");
-    const bp_season_list_t *snap = bp_http_req_seasons(req);
-    int i = bp_season_at(snap->items, snap->n, req->now_ms);
-    if (i < 0) {
-        bp_http_reply_problem(req, 404, "no-current-season", "no season is active now");
+    bp_level_info_t lv = bp_level_for_xp(s, row->total_xp);
+    char updated[32];
+    if (row->updated_at_ms > 0)
+        bp_time_format(row->updated_at_ms, updated, sizeof(updated));
+    json_t *obj = json_pack(
+        "{s:s, s:s, s:I, s:I, s:I, s:i, s:I, s:I, s:b, s:s?}", "playerId", player_id, "seasonId",
+        s->id, "totalXp", (json_int_t)row->total_xp, "earnedXp", (json_int_t)row->earned_xp,
+        "paidXp", (json_int_t)row->paid_xp, "currentLevel", (int)lv.level, "currentXp",
+        (json_int_t)lv.current_xp, "xpToNextLevel", (json_int_t)lv.xp_to_next, "premium",
+        (int)row->premium, "updatedAt", row->updated_at_ms > 0 ? updated : NULL);
+    bp_http_reply_json(req, 200, obj);
+    req->resp.cache_control = "no-store";
+}
+
+/** 503 for a database that failed (BP_ERETRY), else 500; @p what completes "cannot ...". */
+static void reply_store_error(bp_http_req_t *req, bp_err_t err, const char *what)
+{
+    char detail[128];
+    if (err == BP_ERETRY) {
+        snprintf(detail, sizeof(detail), "cannot %s right now, retry later", what);
+        bp_http_reply_problem(req, 503, "database-unavailable", detail);
+        req->resp.retry_after_s = 1;
         return;
     }
-    const bp_season_t *s = &snap->items[i];
+    snprintf(detail, sizeof(detail), "cannot %s", what);
+    bp_http_reply_problem(req, 500, "internal-error", detail);
+}
+
+static void progress_in(bp_http_req_t *req, const bp_season_t *s)
+{
+    const char *player_id = bp_http_req_param(req, "playerId");
     bp_progress_row_t row;
     bp_err_t err = read_progress(req, s->id, player_id, &row);
     if (err != BP_OK) {
         BP_LOG_WARN("progress read failed", "\"seasonId\":\"%s\",\"error\":\"%s\"", s->id,
                     bp_err_str(err));
-        bp_http_reply_problem(req, 503, "database-unavailable",
-                              "progress cannot be read right now, retry later");
-        req->resp.retry_after_s = 1;
+        reply_store_error(req, err, "read progress");
         return;
     }
-    bp_level_info_t lv = bp_level_for_xp(s, row.total_xp);
-    char updated[32];
-    if (row.updated_at_ms > 0)
-        bp_time_format(row.updated_at_ms, updated, sizeof(updated));
-    json_t *obj = json_pack("{s:s, s:s, s:I, s:i, s:I, s:I, s:b, s:s?}", "playerId", player_id,
-                            "seasonId", s->id, "totalXp", (json_int_t)row.total_xp, "currentLevel",
-                            (int)lv.level, "currentXp", (json_int_t)lv.current_xp, "xpToNextLevel",
-                            (json_int_t)lv.xp_to_next, "premium", (int)row.premium, "updatedAt",
-                            row.updated_at_ms > 0 ? updated : NULL);
+    reply_progress(req, s, player_id, &row);
+}
+
+/** @return the season active now, or NULL after a 404. */
+static const bp_season_t *current_season(bp_http_req_t *req)
+{
+    const bp_season_list_t *snap = bp_http_req_seasons(req);
+    int i = bp_season_at(snap->items, snap->n, req->now_ms);
+    if (i >= 0)
+        return &snap->items[i];
+    bp_http_reply_problem(req, 404, "no-current-season", "no season is active now");
+    return NULL;
+}
+
+/** @return the season @p id, or NULL after a 404. */
+static const bp_season_t *named_season(bp_http_req_t *req, const char *id)
+{
+    const bp_season_list_t *snap = bp_http_req_seasons(req);
+    char detail[BP_ID_MAX + 32];
+    int i = bp_season_find(snap->items, snap->n, id);
+    if (i >= 0)
+        return &snap->items[i];
+    snprintf(detail, sizeof(detail), "season %s does not exist", id);
+    bp_http_reply_problem(req, 404, "season-not-found", detail);
+    return NULL;
+}
+
+static void get_progress(bp_http_req_t *req)
+{
+    const bp_season_t *s = current_season(req);
+    if (s)
+        progress_in(req, s);
+}
+
+static void get_progress_season(bp_http_req_t *req)
+{
+    const bp_season_t *s = named_season(req, bp_http_req_param(req, "seasonId"));
+    if (s)
+        progress_in(req, s);
+}
+
+/* ---- POST /progress/{playerId}/levels ---- */
+
+typedef struct {
+    int32_t count;
+    const char *transaction_id; /**< borrowed from the parsed body */
+} levels_body_t;
+
+static bool take_count(const json_t *v, levels_body_t *b)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > BP_LEVEL_MAX)
+        return false;
+    b->count = (int32_t)json_integer_value(v);
+    return true;
+}
+
+static bool take_transaction(const json_t *v, levels_body_t *b)
+{
+    if (!json_is_string(v) || !bp_id_valid(json_string_value(v), json_string_length(v)))
+        return false;
+    b->transaction_id = json_string_value(v);
+    return true;
+}
+
+/** Members of the body, all required; others are ignored. */
+static const struct {
+    const char *name;
+    bool (*take)(const json_t *v, levels_body_t *b);
+    const char *rule;
+} LEVELS_FIELDS[] = {
+    {"count", take_count, "an integer from 1 to 10000"},
+    {"transactionId", take_transaction, "1 to 64 characters of [A-Za-z0-9._:@-]"},
+};
+
+/** Parse and check the body; @p *root keeps the strings alive (json_decref it).
+ *  @return false after replying 400. */
+static bool levels_body(bp_http_req_t *req, json_t **root, levels_body_t *b)
+{
+    char detail[128];
+    if (bp_http_req_json(req, root) != BP_OK)
+        return false;
+    for (size_t i = 0; i < sizeof(LEVELS_FIELDS) / sizeof(LEVELS_FIELDS[0]); i++) {
+        const json_t *v = json_object_get(*root, LEVELS_FIELDS[i].name);
+        if (v && LEVELS_FIELDS[i].take(v, b))
+            continue;
+        if (!v)
+            snprintf(detail, sizeof(detail), "%s is required", LEVELS_FIELDS[i].name);
+        else
+            snprintf(detail, sizeof(detail), "%s must be %s", LEVELS_FIELDS[i].name,
+                     LEVELS_FIELDS[i].rule);
+        bp_http_reply_problem(req, 400, "invalid-body", detail);
+        return false;
+    }
+    return true;
+}
+
+/** How each purchase outcome is answered (200 ones with the Progress resource). */
+static const struct {
+    int status;
+    const char *slug;
+    const char *detail;
+} PURCHASE_REPLIES[] = {
+    [BP_PURCHASE_DONE] = {200, NULL, NULL},
+    [BP_PURCHASE_DUPLICATE] = {200, NULL, NULL},
+    [BP_PURCHASE_CONFLICT] = {409, "transaction-conflict",
+                              "this transactionId was recorded for another player, season or "
+                              "count"},
+    [BP_PURCHASE_MAX_LEVEL] = {422, "max-level", "the player is at the max level already"},
+};
+
+static void post_levels(bp_http_req_t *req)
+{
+    const char *player_id = bp_http_req_param(req, "playerId");
+    const bp_http_config_t *cfg = req->env->cfg;
+    json_t *root = NULL;
+    levels_body_t b = {0, NULL};
+    bp_grants_t g = {NULL, 0};
+    bp_purchase_result_t result = BP_PURCHASE_CONFLICT;
+    bp_progress_row_t row;
+    bp_pg_t *pg = NULL;
+    const bp_season_t *s = NULL;
+
+    if (!cfg->levelup_topic || !cfg->rewards_topic) {
+        bp_http_reply_problem(req, 503, "level-purchases-unavailable",
+                              "level purchases are not configured");
+        return;
+    }
+    if (!levels_body(req, &root, &b) || !(s = current_season(req)))
+        goto out;
+    bp_level_purchase_t p = {
+        .season = s,
+        .player_id = player_id,
+        .transaction_id = b.transaction_id,
+        .count = b.count,
+        .actor = req->principal->sub,
+        .levelup_topic = cfg->levelup_topic,
+        .rewards_topic = cfg->rewards_topic,
+        .now_ms = req->now_ms,
+    };
+    bp_err_t err = bp_http_req_pg(req, &pg);
+    if (err == BP_OK)
+        err = bp_pg_levels_buy(pg, &p, &result, &row, &g);
+    if (err != BP_OK) {
+        BP_LOG_WARN("level purchase failed", "\"seasonId\":\"%s\",\"error\":\"%s\"", s->id,
+                    bp_err_str(err));
+        reply_store_error(req, err, "buy levels");
+        goto out;
+    }
+    if (PURCHASE_REPLIES[result].status != 200) {
+        bp_http_reply_problem(req, PURCHASE_REPLIES[result].status, PURCHASE_REPLIES[result].slug,
+                              PURCHASE_REPLIES[result].detail);
+        goto out;
+    }
+    if (result == BP_PURCHASE_DONE)
+        BP_LOG_INFO("levels bought",
+                    "\"seasonId\":\"%s\",\"transactionId\":\"%s\",\"count\":%d,\"paidXp\":%lld,"
+                    "\"autoGrants\":%zu",
+                    s->id, b.transaction_id, (int)b.count, (long long)row.paid_xp, g.n);
+    /* The committed row replaces a cached one with less XP; paidXp only moves up. */
+    bp_cache_t *cache = bp_http_req_cache(req);
+    if (cache && bp_cache_fill_progress(cache, s->id, player_id, &row) != BP_OK)
+        BP_LOG_DEBUG("level purchase not written to the progress cache", NULL);
+    reply_progress(req, s, player_id, &row);
+out:
+    bp_grants_fini(&g);
+    json_decref(root);
+}
+
+/* ---- GET /progress/{playerId}/history ---- */
+
+/** Numeric query parameters of the history. */
+static const struct {
+    const char *name;
+    long long min, max, def;
+    bool empty_is_default; /**< "cursor=" asks for the first page */
+    const char *problem;
+} HISTORY_PARAMS[] = {
+    {"limit", 1, BP_HISTORY_LIMIT_MAX, HISTORY_LIMIT_DEFAULT, false,
+     "limit must be an integer from 1 to 100"},
+    {"cursor", 1, INT64_MAX, 0, true, "cursor must be a nextCursor of an earlier page"},
+};
+
+/** Parse @p s as 1..18 decimal digits within [min, max]. */
+static bool parse_count(const char *s, long long min, long long max, long long *out)
+{
+    size_t n = strlen(s);
+    long long v = 0;
+    if (n < 1 || n > 18)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/** @return the item as JSON, NULL when out of memory. */
+static json_t *history_item_json(const bp_history_item_t *it)
+{
+    char occurred[32], processed[32];
+    bp_time_format(it->occurred_at_ms, occurred, sizeof(occurred));
+    bp_time_format(it->processed_at_ms, processed, sizeof(processed));
+    return json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:s, s:s}", "eventId", it->event_id,
+                     "seasonId", it->season_id, "amount", (int)it->amount, "appliedAmount",
+                     (int)it->applied_amount, "boostPct", (int)it->boost_pct, "reason", it->reason,
+                     "occurredAt", occurred, "processedAt", processed);
+}
+
+/**
+ * The player's applied XP events, newest (last processed) first: `limit` 1..100 (default 20),
+ * `cursor` the nextCursor of the previous page (opaque to clients; the processing sequence),
+ * `seasonId` to keep one season. Only XP events are listed: events recorded outside every
+ * season are not, and neither are level purchases (paid XP shows as paidXp in Progress).
+ */
+static void get_history(bp_http_req_t *req)
+{
+    const char *player_id = bp_http_req_param(req, "playerId");
+    long long nums[sizeof(HISTORY_PARAMS) / sizeof(HISTORY_PARAMS[0])];
+    bp_history_t h = {NULL, 0, 0};
+    bp_pg_t *pg = NULL;
+    json_t *items = NULL;
+    char cursor[24];
+
+    for (size_t i = 0; i < sizeof(HISTORY_PARAMS) / sizeof(HISTORY_PARAMS[0]); i++) {
+        const char *v = bp_http_req_query(req, HISTORY_PARAMS[i].name);
+        nums[i] = HISTORY_PARAMS[i].def;
+        if (!v || (!*v && HISTORY_PARAMS[i].empty_is_default) ||
+            parse_count(v, HISTORY_PARAMS[i].min, HISTORY_PARAMS[i].max, &nums[i]))
+            continue;
+        bp_http_reply_problem(req, 400, "invalid-parameter", HISTORY_PARAMS[i].problem);
+        return;
+    }
+    const char *season_id = bp_http_req_query(req, "seasonId");
+    if (season_id && !bp_id_valid(season_id, strlen(season_id))) {
+        bp_http_reply_problem(req, 400, "invalid-parameter",
+                              "seasonId must be 1 to 64 characters of [A-Za-z0-9._:@-]");
+        return;
+    }
+    if (season_id && !named_season(req, season_id))
+        return;
+
+    bp_err_t err = bp_http_req_pg(req, &pg);
+    if (err == BP_OK)
+        err = bp_pg_history(pg, player_id, season_id, (int64_t)nums[1], (size_t)nums[0], &h);
+    if (err != BP_OK) {
+        BP_LOG_WARN("history read failed", "\"error\":\"%s\"", bp_err_str(err));
+        reply_store_error(req, err, "read the history");
+        return;
+    }
+    items = json_array();
+    for (size_t i = 0; items && i < h.n; i++) {
+        if (json_array_append_new(items, history_item_json(&h.items[i])) != 0) {
+            json_decref(items);
+            items = NULL;
+        }
+    }
+    if (h.next_seq > 0)
+        snprintf(cursor, sizeof(cursor), "%lld", (long long)h.next_seq);
+    json_t *obj = items ? json_pack("{s:o, s:s?}", "items", items, "nextCursor",
+                                    h.next_seq > 0 ? cursor : NULL)
+                        : NULL;
     bp_http_reply_json(req, 200, obj);
     req->resp.cache_control = "no-store";
+    bp_history_fini(&h);
 }
 
 const bp_http_route_t bp_http_routes_progress[] = {
     {"GET", "/progress/{playerId}", get_progress, BP_ACCESS_PLAYER_READ},
+    {"GET", "/progress/{playerId}/seasons/{seasonId}", get_progress_season, BP_ACCESS_PLAYER_READ},
+    {"POST", "/progress/{playerId}/levels", post_levels, ACCESS_PURCHASE},
+    {"GET", "/progress/{playerId}/history", get_history, BP_ACCESS_PLAYER_READ},
 };
 const size_t bp_http_routes_progress_n =
     sizeof(bp_http_routes_progress) / sizeof(bp_http_routes_progress[0]);

@@ -24,6 +24,7 @@ typedef struct {
     const char *schemas_dir;   /**< holds subjects.json and the .avsc files */
     const char *openapi_path;  /**< the OpenAPI document served at GET /openapi.yaml */
     int xp_grants_per_minute;  /**< per player, enforced with Redis (429 beyond) */
+    const char *levelup_topic; /**< outbox topic of LevelUp events (level purchases) */
 } bp_http_config_t;
 
 typedef struct bp_http bp_http_t;

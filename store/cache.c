@@ -31,7 +31,8 @@
 /*
  * Monotonic upsert of one progress hash. KEYS[1] = hash; ARGV = totalXp, level, updatedAt,
  * premium ("" leaves it alone, "0"/"1" sets it; "1" always wins since a pass once granted
- * stays granted), TTL seconds, channel ("" = no publication), message.
+ * stays granted), TTL seconds, channel ("" = no publication), message, paidXp ("" leaves it
+ * alone; else set when absent or higher, since paid XP never decreases either).
  * XP fields change only when the cached totalXp is absent or lower, and only such a change
  * is published: a late writer can neither regress the cache nor the subscribers.
  * Returns 1 when the XP fields were written.
@@ -46,6 +47,11 @@ static const char SCRIPT[] =
     "if ARGV[4] == '1' or (ARGV[4] == '0' and redis.call('HEXISTS', KEYS[1], 'premium') == 0) "
     "then\n"
     "  redis.call('HSET', KEYS[1], 'premium', ARGV[4])\n"
+    "end\n"
+    "local paid = redis.call('HGET', KEYS[1], 'paidXp')\n"
+    "if ARGV[8] ~= '' and (not paid or not tonumber(paid) or tonumber(paid) < tonumber(ARGV[8])) "
+    "then\n"
+    "  redis.call('HSET', KEYS[1], 'paidXp', ARGV[8])\n"
     "end\n"
     "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
     "if applied == 1 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end\n"
@@ -73,6 +79,7 @@ typedef struct {
     const char *premium;
     char channel[sizeof("bp:progress:") + BP_ID_MAX];
     char msg[2 * ESC_MAX + 96];
+    char paid_xp[24]; /* "" = leave alone */
 } item_t;
 
 /* Produces item @p i of a pipeline; false skips it. */
@@ -383,12 +390,12 @@ static bool io_failed(bp_cache_t *c, int err)
 static int append_item(bp_cache_t *c, const item_t *it, bool eval)
 {
     if (eval)
-        return redisAppendCommand(c->ctx, "EVAL %s 1 %s %lld %d %lld %s %d %s %s", SCRIPT, it->key,
-                                  it->total_xp, it->level, it->updated_at, it->premium, c->ttl_s,
-                                  it->channel, it->msg);
-    return redisAppendCommand(c->ctx, "EVALSHA %s 1 %s %lld %d %lld %s %d %s %s", c->sha, it->key,
-                              it->total_xp, it->level, it->updated_at, it->premium, c->ttl_s,
-                              it->channel, it->msg);
+        return redisAppendCommand(c->ctx, "EVAL %s 1 %s %lld %d %lld %s %d %s %s %s", SCRIPT,
+                                  it->key, it->total_xp, it->level, it->updated_at, it->premium,
+                                  c->ttl_s, it->channel, it->msg, it->paid_xp);
+    return redisAppendCommand(c->ctx, "EVALSHA %s 1 %s %lld %d %lld %s %d %s %s %s", c->sha,
+                              it->key, it->total_xp, it->level, it->updated_at, it->premium,
+                              c->ttl_s, it->channel, it->msg, it->paid_xp);
 }
 
 /*
@@ -507,6 +514,7 @@ static bool put_item(const void *arg, size_t i, item_t *it)
     it->level = ch->level;
     it->updated_at = (long long)a->now_ms;
     it->premium = ""; /* unknown here; filled from PostgreSQL */
+    it->paid_xp[0] = '\0';
     snprintf(it->channel, sizeof(it->channel), "bp:progress:%s", ch->player_id);
     snprintf(it->msg, sizeof(it->msg),
              "{\"playerId\":\"%s\",\"seasonId\":\"%s\",\"totalXp\":%lld,\"level\":%d}",
@@ -545,6 +553,7 @@ static bool fill_item(const void *arg, size_t i, item_t *it)
     it->level = a->row->level;
     it->updated_at = (long long)a->row->updated_at_ms;
     it->premium = a->row->premium ? "1" : "0";
+    snprintf(it->paid_xp, sizeof(it->paid_xp), "%lld", (long long)a->row->paid_xp);
     it->channel[0] = '\0'; /* a read-through fill is no change: nothing published */
     it->msg[0] = '\0';
     return true;
@@ -589,9 +598,9 @@ static bp_err_t get_op(bp_cache_t *c, const void *arg, bool *stale)
     const get_args_t *a = arg;
     bp_err_t rc = BP_ENOTFOUND;
     char key[KEY_MAX];
-    long long xp, level, premium, updated = 0;
+    long long xp, level, premium, updated = 0, paid;
     make_key(key, a->season_id, a->player_id);
-    redisReply *r = redisCommand(c->ctx, "HMGET %s totalXp level premium updatedAt", key);
+    redisReply *r = redisCommand(c->ctx, "HMGET %s totalXp level premium updatedAt paidXp", key);
     if (!r) {
         *stale = io_failed(c, errno);
         return BP_ERETRY;
@@ -603,10 +612,11 @@ static bp_err_t get_op(bp_cache_t *c, const void *arg, bool *stale)
         rc = BP_ERETRY;
         goto out;
     }
-    /* An entry written by a batch before any fill has no premium flag yet: not usable. */
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 || !reply_ll(r->element[0], &xp) ||
+    /* An entry written by a batch before any fill has no premium flag and no paidXp yet:
+     * not usable. */
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 5 || !reply_ll(r->element[0], &xp) ||
         !reply_ll(r->element[1], &level) || !reply_ll(r->element[2], &premium) || level < 1 ||
-        level > INT32_MAX)
+        level > INT32_MAX || !reply_ll(r->element[4], &paid) || paid < 0 || paid > xp)
         goto out;
     if (r->element[3]->type == REDIS_REPLY_STRING && !reply_ll(r->element[3], &updated))
         goto out;
@@ -614,6 +624,8 @@ static bp_err_t get_op(bp_cache_t *c, const void *arg, bool *stale)
     a->out->level = (int32_t)level;
     a->out->premium = premium != 0;
     a->out->updated_at_ms = (int64_t)updated;
+    a->out->paid_xp = (int64_t)paid;
+    a->out->earned_xp = (int64_t)(xp - paid);
     rc = BP_OK;
 
 out:

@@ -32,13 +32,16 @@ bp_err_t bp_cache_put_progress(bp_cache_t *c, const char *const *season_ids,
                                int64_t now_ms) BP_MUSTCHECK;
 
 /**
- * Look up one player's cached progress.
+ * Look up one player's cached progress (earned_xp = total_xp - paid_xp). An entry that no
+ * fill has completed yet (no premium flag or paidXp: batch writes leave both alone) is not
+ * usable: BP_ENOTFOUND, read PostgreSQL and fill.
  * @return BP_OK (found), BP_ENOTFOUND (not cached), BP_ERETRY (Redis unreachable).
  */
 bp_err_t bp_cache_get_progress(bp_cache_t *c, const char *season_id, const char *player_id,
                                bp_progress_row_t *out) BP_MUSTCHECK;
 
-/** Cache a row read from PostgreSQL (same monotonic rule). @return BP_OK or BP_ERETRY. */
+/** Cache a row read from PostgreSQL (same monotonic rule; premium and paidXp are set too,
+ *  each only ever moving up). @return BP_OK or BP_ERETRY. */
 bp_err_t bp_cache_fill_progress(bp_cache_t *c, const char *season_id, const char *player_id,
                                 const bp_progress_row_t *row) BP_MUSTCHECK;
 

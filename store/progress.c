@@ -1,0 +1,345 @@
+/** @file Level purchases and XP history in PostgreSQL (statements run with PQexecParams:
+ *  nothing to re-prepare after a reconnect). */
+#include "store/progress.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "app/log.h"
+#include "core/fold.h"
+#include "core/level.h"
+#include "core/reward.h"
+#include "store/pg_conn.h"
+#include "store/pgtext.h"
+
+/* ---- statements ---- */
+
+static const char sql_progress_ensure[] =
+    "INSERT INTO player_progress (player_id, season_id) VALUES ($1, $2)"
+    " ON CONFLICT (player_id, season_id) DO NOTHING RETURNING 1";
+
+static const char sql_progress_lock[] = "SELECT total_xp, premium FROM player_progress"
+                                        " WHERE player_id = $1 AND season_id = $2 FOR UPDATE";
+
+static const char sql_purchase_insert[] =
+    "INSERT INTO level_purchases (transaction_id, player_id, season_id, levels, paid_xp)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (transaction_id) DO NOTHING RETURNING 1";
+
+static const char sql_purchase_existing[] =
+    "SELECT player_id, season_id, levels FROM level_purchases WHERE transaction_id = $1";
+
+static const char sql_progress_pay[] =
+    "UPDATE player_progress SET paid_xp = paid_xp + $3, total_xp = total_xp + $3, level = $4,"
+    "   updated_at = now()"
+    " WHERE player_id = $1 AND season_id = $2"
+    " RETURNING total_xp, level, premium, (extract(epoch FROM updated_at) * 1000)::bigint,"
+    "   earned_xp, paid_xp";
+
+static const char sql_outbox_levelups[] =
+    "INSERT INTO outbox (topic, key, payload)"
+    " SELECT $1, $2, p::jsonb FROM unnest($3::text[]) WITH ORDINALITY AS u(p, i) ORDER BY i";
+
+/* Newest first by processing order; one row more than asked tells whether a page follows.
+ * applied_amount is NULL until the worker records boosts and caps: it is the amount then. */
+static const char sql_history[] =
+    "SELECT seq, event_id, season_id, amount, COALESCE(applied_amount, amount), boost_pct,"
+    "   reason, floor(extract(epoch FROM occurred_at) * 1000)::bigint,"
+    "   floor(extract(epoch FROM processed_at) * 1000)::bigint"
+    " FROM processed_events"
+    " WHERE player_id = $1 AND season_id IS NOT NULL"
+    "   AND ($2::text IS NULL OR season_id = $2) AND ($3::bigint IS NULL OR seq < $3)"
+    " ORDER BY seq DESC LIMIT $4";
+
+/* ---- helpers ---- */
+
+/* Run one statement. @return its result (caller PQclears), or NULL with *err set when it did
+ * not end in @p want (logged and classified; the caller rolls back). */
+static PGresult *run(bp_pg_t *pg, const char *what, const char *sql, int n_params,
+                     const char *const *params, ExecStatusType want, bp_err_t *err)
+{
+    PGconn *conn = bp_pg_conn(pg);
+    PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == want)
+        return res;
+    bp_pg_log_error(what, conn, res);
+    *err = res || PQstatus(conn) == CONNECTION_BAD ? bp_pg_classify(res, conn) : BP_ENOMEM;
+    PQclear(res);
+    return NULL;
+}
+
+/* BEGIN or COMMIT. A COMMIT of a failed transaction answers "ROLLBACK": an error too. */
+static bp_err_t run_cmd(bp_pg_t *pg, const char *sql)
+{
+    bp_err_t err = BP_OK;
+    PGresult *res = run(pg, sql, sql, 0, NULL, PGRES_COMMAND_OK, &err);
+    if (!res)
+        return err;
+    if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        BP_LOG_WARN("postgresql error", "\"op\":\"COMMIT\",\"error\":\"rolled back\"");
+        err = BP_ERETRY;
+    }
+    PQclear(res);
+    return err;
+}
+
+/* Best effort: on a broken connection the server has rolled back already. */
+static void rollback(bp_pg_t *pg)
+{
+    PQclear(PQexec(bp_pg_conn(pg), "ROLLBACK"));
+}
+
+/* ---- level purchases ---- */
+
+/* The LevelUp payload, as store/pg.c writes it for XP (Avro field names; ids are restricted
+ * to JSON-safe characters by bp_id_valid, so they need no escaping). */
+static void levelup_json(bp_sbuf_t *out, const bp_level_purchase_t *p, int32_t new_level,
+                         int64_t total_xp)
+{
+    char id[3 * BP_ID_MAX + 32];
+    if (bp_levelup_event_id(id, sizeof(id), p->season->id, p->player_id, new_level) != BP_OK)
+        id[0] = '\0';
+    bp_sb_reset(out);
+    bp_sb_printf(out, "{\"eventId\":\"%s\",\"playerId\":\"%s\",", id, p->player_id);
+    bp_sb_printf(out, "\"seasonId\":\"%s\",\"previousLevel\":%d,\"newLevel\":%d,", p->season->id,
+                 (int)(new_level - 1), (int)new_level);
+    bp_sb_printf(out, "\"totalXp\":%lld,\"causeEventId\":\"%s\",\"occurredAt\":%lld}",
+                 (long long)total_xp, p->transaction_id, (long long)p->now_ms);
+}
+
+/* One outbox row per level in (old_level, new_level]. @return BP_OK or the failure. */
+static bp_err_t write_levelups(bp_pg_t *pg, const bp_level_purchase_t *p, int32_t old_level,
+                               int32_t new_level, int64_t total_xp)
+{
+    bp_sbuf_t arr = {0}, js = {0};
+    bp_err_t err = BP_OK;
+    if (new_level <= old_level)
+        return BP_OK;
+    bp_arr_open(&arr);
+    for (int32_t lv = old_level + 1; lv <= new_level; lv++) {
+        levelup_json(&js, p, lv, total_xp);
+        bp_arr_text(&arr, js.s);
+    }
+    bp_arr_close(&arr);
+    if (arr.oom || js.oom) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    const char *params[3] = {p->levelup_topic, p->player_id, arr.s};
+    PGresult *res =
+        run(pg, "levelup outbox", sql_outbox_levelups, 3, params, PGRES_COMMAND_OK, &err);
+    PQclear(res);
+out:
+    bp_sb_free(&arr);
+    bp_sb_free(&js);
+    return err;
+}
+
+/* autoClaim: grant what going from @p old_level to @p new_level unlocked. */
+static bp_err_t auto_grants(bp_pg_t *pg, const bp_level_purchase_t *p, int32_t old_level,
+                            int32_t new_level, bool premium, bp_grants_t *out)
+{
+    const bp_season_t *s = p->season;
+    size_t *idx = NULL;
+    bp_grant_req_t *reqs = NULL;
+    bp_err_t err = BP_OK;
+    size_t n = bp_rewards_unlocked(s, old_level, new_level, premium, NULL, 0);
+    if (n == 0)
+        return BP_OK;
+    idx = malloc(n * sizeof(*idx));
+    reqs = calloc(n, sizeof(*reqs));
+    if (!idx || !reqs) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    n = bp_rewards_unlocked(s, old_level, new_level, premium, idx, n);
+    for (size_t i = 0; i < n; i++)
+        reqs[i] = (bp_grant_req_t){p->player_id, s, idx[i]};
+    err = bp_pg_grants_insert(pg, reqs, n, "auto", p->actor, p->rewards_topic, out);
+out:
+    free(idx);
+    free(reqs);
+    return err;
+}
+
+/* The transactionId was recorded before: same purchase (replay) or another one. */
+static bp_err_t classify_existing(bp_pg_t *pg, const bp_level_purchase_t *p,
+                                  bp_purchase_result_t *result)
+{
+    bp_err_t err = BP_OK;
+    const char *tx[1] = {p->transaction_id};
+    PGresult *res =
+        run(pg, "purchase existing", sql_purchase_existing, 1, tx, PGRES_TUPLES_OK, &err);
+    if (!res)
+        return err;
+    if (PQntuples(res) != 1)
+        err = BP_ERETRY; /* gone in between (deleted by hand?): try again */
+    else if (strcmp(PQgetvalue(res, 0, 0), p->player_id) == 0 &&
+             strcmp(PQgetvalue(res, 0, 1), p->season->id) == 0 &&
+             atoll(PQgetvalue(res, 0, 2)) == (long long)p->count)
+        *result = BP_PURCHASE_DUPLICATE;
+    else
+        *result = BP_PURCHASE_CONFLICT;
+    PQclear(res);
+    return err;
+}
+
+bp_err_t bp_pg_levels_buy(bp_pg_t *pg, const bp_level_purchase_t *p, bp_purchase_result_t *result,
+                          bp_progress_row_t *row, bp_grants_t *out)
+{
+    const bp_season_t *s = p->season;
+    PGresult *res = NULL;
+    size_t out_n0 = out ? out->n : 0;
+    bool in_tx = false;
+    char count[16], paid_s[24], level_s[16];
+    int64_t paid = 0;
+    bp_err_t err;
+
+    *result = BP_PURCHASE_CONFLICT;
+    if (p->count < 1)
+        return BP_EINVAL;
+    if ((err = bp_pg_ensure(pg)) != BP_OK)
+        return err;
+    if ((err = run_cmd(pg, "BEGIN")) != BP_OK)
+        return err;
+    in_tx = true;
+
+    /* Lock the row first: concurrent purchases, claims and batches of this player queue up
+     * behind us, so the paid XP is computed from the total that is updated. */
+    const char *key[2] = {p->player_id, s->id};
+    if (!(res = run(pg, "progress ensure", sql_progress_ensure, 2, key, PGRES_TUPLES_OK, &err)))
+        goto out;
+    bool inserted = PQntuples(res) > 0;
+    PQclear(res);
+    if (!(res = run(pg, "progress lock", sql_progress_lock, 2, key, PGRES_TUPLES_OK, &err)))
+        goto out;
+    if (PQntuples(res) != 1) {
+        err = BP_ERETRY;
+        goto out;
+    }
+    int64_t old_total = (int64_t)atoll(PQgetvalue(res, 0, 0));
+    bool premium = PQgetvalue(res, 0, 1)[0] == 't';
+    PQclear(res);
+    res = NULL;
+    bool at_max = bp_level_purchase_xp(s, old_total, p->count, &paid) != BP_OK;
+    if (at_max)
+        paid = 0;
+
+    /* Record the purchase; a replay is told apart before the max-level check, so that
+     * retrying a purchase that reached the max level answers like the first time. */
+    snprintf(count, sizeof(count), "%d", (int)p->count);
+    snprintf(paid_s, sizeof(paid_s), "%lld", (long long)paid);
+    const char *ins[5] = {p->transaction_id, p->player_id, s->id, count, paid_s};
+    if (!(res = run(pg, "purchase insert", sql_purchase_insert, 5, ins, PGRES_TUPLES_OK, &err)))
+        goto out;
+    bool recorded = PQntuples(res) > 0;
+    PQclear(res);
+    res = NULL;
+    if (!recorded) {
+        err = classify_existing(pg, p, result);
+        goto out; /* rolled back: nothing changes */
+    }
+    if (at_max) {
+        *result = BP_PURCHASE_MAX_LEVEL;
+        goto out;
+    }
+
+    int64_t new_total = old_total + paid;
+    int32_t old_level = bp_level_for_xp(s, old_total).level;
+    int32_t new_level = bp_level_for_xp(s, new_total).level;
+    snprintf(level_s, sizeof(level_s), "%d", (int)new_level);
+    const char *pay[4] = {p->player_id, s->id, paid_s, level_s};
+    if (!(res = run(pg, "progress pay", sql_progress_pay, 4, pay, PGRES_TUPLES_OK, &err)))
+        goto out;
+    if (PQntuples(res) != 1) {
+        err = BP_ERETRY;
+        goto out;
+    }
+    memset(row, 0, sizeof(*row));
+    row->total_xp = (int64_t)atoll(PQgetvalue(res, 0, 0));
+    row->level = (int32_t)atoi(PQgetvalue(res, 0, 1));
+    row->premium = PQgetvalue(res, 0, 2)[0] == 't';
+    row->updated_at_ms = (int64_t)atoll(PQgetvalue(res, 0, 3));
+    row->earned_xp = (int64_t)atoll(PQgetvalue(res, 0, 4));
+    row->paid_xp = (int64_t)atoll(PQgetvalue(res, 0, 5));
+    PQclear(res);
+    res = NULL;
+
+    if ((err = write_levelups(pg, p, old_level, new_level, new_total)) != BP_OK)
+        goto out;
+    /* As the worker does: a row created now has reached level 1 now, so its rewards count. */
+    if (s->auto_claim &&
+        (err = auto_grants(pg, p, inserted ? 0 : old_level, new_level, premium, out)) != BP_OK)
+        goto out;
+    err = run_cmd(pg, "COMMIT");
+    in_tx = false; /* a failed COMMIT has rolled back */
+    if (err == BP_OK)
+        *result = BP_PURCHASE_DONE;
+out:
+    PQclear(res);
+    if (in_tx)
+        rollback(pg);
+    if (err != BP_OK && out)
+        out->n = out_n0;
+    if (err == BP_OK && *result == BP_PURCHASE_DUPLICATE)
+        err = bp_pg_progress_get(pg, p->player_id, s->id, row);
+    return err;
+}
+
+/* ---- history ---- */
+
+void bp_history_fini(bp_history_t *h)
+{
+    if (!h)
+        return;
+    free(h->items);
+    memset(h, 0, sizeof(*h));
+}
+
+bp_err_t bp_pg_history(bp_pg_t *pg, const char *player_id, const char *season_id,
+                       int64_t before_seq, size_t limit, bp_history_t *out)
+{
+    PGresult *res = NULL;
+    char before[24], lim[24];
+    bp_err_t err;
+
+    memset(out, 0, sizeof(*out));
+    if (limit < 1 || limit > BP_HISTORY_LIMIT_MAX || before_seq < 0)
+        return BP_EINVAL;
+    if ((err = bp_pg_ensure(pg)) != BP_OK)
+        return err;
+    snprintf(before, sizeof(before), "%lld", (long long)before_seq);
+    snprintf(lim, sizeof(lim), "%zu", limit + 1);
+    const char *params[4] = {player_id, season_id, before_seq > 0 ? before : NULL, lim};
+    if (!(res = run(pg, "history", sql_history, 4, params, PGRES_TUPLES_OK, &err)))
+        goto out;
+    size_t n = (size_t)PQntuples(res);
+    size_t take = n > limit ? limit : n;
+    if (take > 0 && !(out->items = calloc(take, sizeof(*out->items)))) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < take; i++) {
+        bp_history_item_t *it = &out->items[i];
+        int r = (int)i;
+        it->seq = (int64_t)atoll(PQgetvalue(res, r, 0));
+        snprintf(it->event_id, sizeof(it->event_id), "%s", PQgetvalue(res, r, 1));
+        snprintf(it->season_id, sizeof(it->season_id), "%s", PQgetvalue(res, r, 2));
+        it->amount = (int32_t)atoi(PQgetvalue(res, r, 3));
+        it->applied_amount = (int32_t)atoi(PQgetvalue(res, r, 4));
+        it->boost_pct = (int32_t)atoi(PQgetvalue(res, r, 5));
+        snprintf(it->reason, sizeof(it->reason), "%s", PQgetvalue(res, r, 6));
+        it->occurred_at_ms = (int64_t)atoll(PQgetvalue(res, r, 7));
+        it->processed_at_ms = (int64_t)atoll(PQgetvalue(res, r, 8));
+    }
+    out->n = take;
+    out->next_seq = n > limit ? out->items[take - 1].seq : 0;
+out:
+    PQclear(res);
+    if (err != BP_OK)
+        bp_history_fini(out);
+    return err;
+}
