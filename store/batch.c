@@ -13,6 +13,7 @@
 #include "core/level.h"
 #include "core/reward.h"
 #include "store/pg_conn.h"
+#include "store/payloads.h"
 #include "store/pgtext.h"
 #include "store/rewards.h"
 
@@ -202,22 +203,6 @@ static bp_err_t insert_events(bp_pg_t *pg, const bp_batch_t *b, const bool *dup,
     }
     free(map);
     return err;
-}
-
-/* Build the LevelUp outbox payload (Avro field names; ids are restricted to JSON-safe
- * characters by bp_id_valid, so they need no escaping). */
-static void levelup_json(bp_sbuf_t *out, const char *season_id, const bp_xp_event_t *cause,
-                         const bp_levelup_t *lu)
-{
-    char id[3 * BP_ID_MAX + 32];
-    if (bp_levelup_event_id(id, sizeof(id), season_id, cause->player_id, lu->new_level) != BP_OK)
-        id[0] = '\0';
-    bp_sb_reset(out);
-    bp_sb_printf(out, "{\"eventId\":\"%s\",\"playerId\":\"%s\",", id, cause->player_id);
-    bp_sb_printf(out, "\"seasonId\":\"%s\",\"previousLevel\":%d,\"newLevel\":%d,", season_id,
-                 lu->previous_level, lu->new_level);
-    bp_sb_printf(out, "\"totalXp\":%lld,\"causeEventId\":\"%s\",\"occurredAt\":%lld}",
-                 (long long)lu->total_xp, cause->event_id, (long long)cause->occurred_at_ms);
 }
 
 /* ---- XP accounting: boosts and the daily cap ---- */
@@ -551,7 +536,8 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
         for (size_t i = 0; i < lus.n; i++) {
             const bp_xp_event_t *cause = &b->events[lus.items[i].cause];
             int si = b->season_idx[lus.items[i].cause];
-            levelup_json(&js, b->seasons[si].id, cause, &lus.items[i]);
+            bp_levelup_payload(&js, b->seasons[si].id, cause->player_id, lus.items[i].new_level,
+                               lus.items[i].total_xp, cause->event_id, cause->occurred_at_ms);
             if (js.oom) {
                 err = BP_ENOMEM;
                 goto out;

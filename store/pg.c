@@ -157,14 +157,39 @@ bool bp_pg_ping(bp_pg_t *pg)
 
 bp_err_t bp_pg_exec_cmd(bp_pg_t *pg, const char *sql)
 {
+    /* PQexec, not PQexecParams: a migration file holds several statements. */
     PGresult *res = PQexec(pg->conn, sql);
-    bp_err_t err = BP_OK;
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        bp_pg_log_error(sql, pg->conn, res);
-        err = bp_pg_classify(res, pg->conn);
+        char what[64];
+        snprintf(what, sizeof(what), "%.*s", (int)strcspn(sql, "\n"), sql);
+        bp_pg_log_error(what, pg->conn, res);
+        bp_err_t err =
+            res || PQstatus(pg->conn) == CONNECTION_BAD ? bp_pg_classify(res, pg->conn) : BP_ENOMEM;
+        PQclear(res);
+        return err;
+    }
+    bp_err_t err = BP_OK;
+    /* COMMIT of a transaction that had failed answers "ROLLBACK": an error too. */
+    if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
+        BP_LOG_WARN("postgresql error", "\"op\":\"COMMIT\",\"error\":\"rolled back\"");
+        err = BP_ERETRY;
     }
     PQclear(res);
     return err;
+}
+
+PGresult *bp_pg_exec_params(bp_pg_t *pg, const char *what, const char *sql, int n,
+                            const char *const *params, ExecStatusType want, bp_err_t *err)
+{
+    PGresult *res = PQexecParams(pg->conn, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == want) {
+        *err = BP_OK;
+        return res;
+    }
+    bp_pg_log_error(what, pg->conn, res);
+    *err = res || PQstatus(pg->conn) == CONNECTION_BAD ? bp_pg_classify(res, pg->conn) : BP_ENOMEM;
+    PQclear(res);
+    return NULL;
 }
 
 void bp_pg_rollback(bp_pg_t *pg)

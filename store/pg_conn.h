@@ -23,7 +23,17 @@ typedef struct {
 PGresult *bp_pg_exec_stmt(bp_pg_t *pg, const bp_pg_stmt_t *st, int n, const char *const *params,
                           ExecStatusType want, bp_err_t *err);
 
-/** Run a command without results. @return BP_OK, or its classification (logged). */
+/**
+ * Execute @p sql once with text @p params (for statements run rarely; hot ones go through
+ * bp_pg_exec_stmt). @p what names it in the log.
+ * @return the result (caller PQclears) when its status is @p want; else NULL with *err
+ *         set (bp_pg_classify, BP_ENOMEM when libpq could not allocate) and the error logged.
+ */
+PGresult *bp_pg_exec_params(bp_pg_t *pg, const char *what, const char *sql, int n,
+                            const char *const *params, ExecStatusType want, bp_err_t *err);
+
+/** Run a command without results (BEGIN, COMMIT, ...). A COMMIT that the server turned
+ *  into a ROLLBACK counts as failed (BP_ERETRY). @return BP_OK, or the classification. */
 bp_err_t bp_pg_exec_cmd(bp_pg_t *pg, const char *sql);
 
 /** ROLLBACK, ignoring the outcome (the connection may be gone). */

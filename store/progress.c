@@ -14,6 +14,7 @@
 #include "core/level.h"
 #include "core/reward.h"
 #include "store/pg_conn.h"
+#include "store/payloads.h"
 #include "store/pgtext.h"
 
 /* ---- statements ---- */
@@ -56,60 +57,10 @@ static const char sql_history[] =
 
 /* ---- helpers ---- */
 
-/* Run one statement. @return its result (caller PQclears), or NULL with *err set when it did
- * not end in @p want (logged and classified; the caller rolls back). */
-static PGresult *run(bp_pg_t *pg, const char *what, const char *sql, int n_params,
-                     const char *const *params, ExecStatusType want, bp_err_t *err)
-{
-    PGconn *conn = bp_pg_conn(pg);
-    PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) == want)
-        return res;
-    bp_pg_log_error(what, conn, res);
-    *err = res || PQstatus(conn) == CONNECTION_BAD ? bp_pg_classify(res, conn) : BP_ENOMEM;
-    PQclear(res);
-    return NULL;
-}
-
-/* BEGIN or COMMIT. A COMMIT of a failed transaction answers "ROLLBACK": an error too. */
-static bp_err_t run_cmd(bp_pg_t *pg, const char *sql)
-{
-    bp_err_t err = BP_OK;
-    PGresult *res = run(pg, sql, sql, 0, NULL, PGRES_COMMAND_OK, &err);
-    if (!res)
-        return err;
-    if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-        BP_LOG_WARN("postgresql error", "\"op\":\"COMMIT\",\"error\":\"rolled back\"");
-        err = BP_ERETRY;
-    }
-    PQclear(res);
-    return err;
-}
-
-/* Best effort: on a broken connection the server has rolled back already. */
-static void rollback(bp_pg_t *pg)
-{
-    PQclear(PQexec(bp_pg_conn(pg), "ROLLBACK"));
-}
-
 /* ---- level purchases ---- */
 
 /* The LevelUp payload, as store/pg.c writes it for XP (Avro field names; ids are restricted
  * to JSON-safe characters by bp_id_valid, so they need no escaping). */
-static void levelup_json(bp_sbuf_t *out, const bp_level_purchase_t *p, int32_t new_level,
-                         int64_t total_xp)
-{
-    char id[3 * BP_ID_MAX + 32];
-    if (bp_levelup_event_id(id, sizeof(id), p->season->id, p->player_id, new_level) != BP_OK)
-        id[0] = '\0';
-    bp_sb_reset(out);
-    bp_sb_printf(out, "{\"eventId\":\"%s\",\"playerId\":\"%s\",", id, p->player_id);
-    bp_sb_printf(out, "\"seasonId\":\"%s\",\"previousLevel\":%d,\"newLevel\":%d,", p->season->id,
-                 (int)(new_level - 1), (int)new_level);
-    bp_sb_printf(out, "\"totalXp\":%lld,\"causeEventId\":\"%s\",\"occurredAt\":%lld}",
-                 (long long)total_xp, p->transaction_id, (long long)p->now_ms);
-}
-
 /* One outbox row per level in (old_level, new_level]. @return BP_OK or the failure. */
 static bp_err_t write_levelups(bp_pg_t *pg, const bp_level_purchase_t *p, int32_t old_level,
                                int32_t new_level, int64_t total_xp)
@@ -120,7 +71,8 @@ static bp_err_t write_levelups(bp_pg_t *pg, const bp_level_purchase_t *p, int32_
         return BP_OK;
     bp_arr_open(&arr);
     for (int32_t lv = old_level + 1; lv <= new_level; lv++) {
-        levelup_json(&js, p, lv, total_xp);
+        bp_levelup_payload(&js, p->season->id, p->player_id, lv, total_xp, p->transaction_id,
+                           p->now_ms);
         bp_arr_text(&arr, js.s);
     }
     bp_arr_close(&arr);
@@ -129,8 +81,8 @@ static bp_err_t write_levelups(bp_pg_t *pg, const bp_level_purchase_t *p, int32_
         goto out;
     }
     const char *params[3] = {p->levelup_topic, p->player_id, arr.s};
-    PGresult *res =
-        run(pg, "levelup outbox", sql_outbox_levelups, 3, params, PGRES_COMMAND_OK, &err);
+    PGresult *res = bp_pg_exec_params(pg, "levelup outbox", sql_outbox_levelups, 3, params,
+                                      PGRES_COMMAND_OK, &err);
     PQclear(res);
 out:
     bp_sb_free(&arr);
@@ -171,8 +123,8 @@ static bp_err_t classify_existing(bp_pg_t *pg, const bp_level_purchase_t *p,
 {
     bp_err_t err = BP_OK;
     const char *tx[1] = {p->transaction_id};
-    PGresult *res =
-        run(pg, "purchase existing", sql_purchase_existing, 1, tx, PGRES_TUPLES_OK, &err);
+    PGresult *res = bp_pg_exec_params(pg, "purchase existing", sql_purchase_existing, 1, tx,
+                                      PGRES_TUPLES_OK, &err);
     if (!res)
         return err;
     if (PQntuples(res) != 1)
@@ -203,18 +155,20 @@ bp_err_t bp_pg_levels_buy(bp_pg_t *pg, const bp_level_purchase_t *p, bp_purchase
         return BP_EINVAL;
     if ((err = bp_pg_ensure(pg)) != BP_OK)
         return err;
-    if ((err = run_cmd(pg, "BEGIN")) != BP_OK)
+    if ((err = bp_pg_exec_cmd(pg, "BEGIN")) != BP_OK)
         return err;
     in_tx = true;
 
     /* Lock the row first: concurrent purchases, claims and batches of this player queue up
      * behind us, so the paid XP is computed from the total that is updated. */
     const char *key[2] = {p->player_id, s->id};
-    if (!(res = run(pg, "progress ensure", sql_progress_ensure, 2, key, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "progress ensure", sql_progress_ensure, 2, key,
+                                  PGRES_TUPLES_OK, &err)))
         goto out;
     bool inserted = PQntuples(res) > 0;
     PQclear(res);
-    if (!(res = run(pg, "progress lock", sql_progress_lock, 2, key, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "progress lock", sql_progress_lock, 2, key, PGRES_TUPLES_OK,
+                                  &err)))
         goto out;
     if (PQntuples(res) != 1) {
         err = BP_ERETRY;
@@ -233,7 +187,8 @@ bp_err_t bp_pg_levels_buy(bp_pg_t *pg, const bp_level_purchase_t *p, bp_purchase
     snprintf(count, sizeof(count), "%d", (int)p->count);
     snprintf(paid_s, sizeof(paid_s), "%lld", (long long)paid);
     const char *ins[5] = {p->transaction_id, p->player_id, s->id, count, paid_s};
-    if (!(res = run(pg, "purchase insert", sql_purchase_insert, 5, ins, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "purchase insert", sql_purchase_insert, 5, ins,
+                                  PGRES_TUPLES_OK, &err)))
         goto out;
     bool recorded = PQntuples(res) > 0;
     PQclear(res);
@@ -252,7 +207,8 @@ bp_err_t bp_pg_levels_buy(bp_pg_t *pg, const bp_level_purchase_t *p, bp_purchase
     int32_t new_level = bp_level_for_xp(s, new_total).level;
     snprintf(level_s, sizeof(level_s), "%d", (int)new_level);
     const char *pay[4] = {p->player_id, s->id, paid_s, level_s};
-    if (!(res = run(pg, "progress pay", sql_progress_pay, 4, pay, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "progress pay", sql_progress_pay, 4, pay, PGRES_TUPLES_OK,
+                                  &err)))
         goto out;
     if (PQntuples(res) != 1) {
         err = BP_ERETRY;
@@ -274,14 +230,14 @@ bp_err_t bp_pg_levels_buy(bp_pg_t *pg, const bp_level_purchase_t *p, bp_purchase
     if (s->auto_claim &&
         (err = auto_grants(pg, p, inserted ? 0 : old_level, new_level, premium, out)) != BP_OK)
         goto out;
-    err = run_cmd(pg, "COMMIT");
+    err = bp_pg_exec_cmd(pg, "COMMIT");
     in_tx = false; /* a failed COMMIT has rolled back */
     if (err == BP_OK)
         *result = BP_PURCHASE_DONE;
 out:
     PQclear(res);
     if (in_tx)
-        rollback(pg);
+        bp_pg_rollback(pg);
     if (err != BP_OK && out)
         out->n = out_n0;
     if (err == BP_OK && *result == BP_PURCHASE_DUPLICATE)
@@ -314,7 +270,7 @@ bp_err_t bp_pg_history(bp_pg_t *pg, const char *player_id, const char *season_id
     snprintf(before, sizeof(before), "%lld", (long long)before_seq);
     snprintf(lim, sizeof(lim), "%zu", limit + 1);
     const char *params[4] = {player_id, season_id, before_seq > 0 ? before : NULL, lim};
-    if (!(res = run(pg, "history", sql_history, 4, params, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "history", sql_history, 4, params, PGRES_TUPLES_OK, &err)))
         goto out;
     size_t n = (size_t)PQntuples(res);
     size_t take = n > limit ? limit : n;
