@@ -31,6 +31,7 @@ typedef struct {
     atomic_bool seasons_loaded;         /**< a load from /ready has succeeded once */
     _Atomic int64_t ready_until;        /**< ms; /ready answers from memory until then */
     struct bp_http_xp *xp;              /**< XP grant producer (routes_xp.c), owned */
+    struct bp_stream_hub *streams;      /**< real-time fan-out (http/stream.h), owned */
 } bp_http_env_t;
 
 /** The response a handler fills. Strings other than body are static or outlive the request. */
@@ -43,6 +44,8 @@ typedef struct {
     const char *www_authenticate; /**< set on 401 */
     const char *allow;            /**< set on 405 */
     int retry_after_s;            /**< > 0: Retry-After header (503, 429) */
+    struct bp_stream *stream;     /**< owned; set: the body is this event stream
+                                   *   (http/stream.h), body and content_type are unused */
 } bp_http_resp_t;
 
 struct MHD_Connection;

@@ -5,9 +5,13 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "core/err.h"
+#include "core/season.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "store/pg.h"
 
 /** GET /health, GET /ready. */
 extern const bp_http_route_t bp_http_routes_health[];
@@ -51,5 +55,23 @@ bp_err_t bp_http_xp_new(const bp_http_config_t *cfg, bp_http_xp_t **out) BP_MUST
 /** Wait briefly for messages still queued, then free. No request may be running.
  *  Accepts NULL. */
 void bp_http_xp_destroy(bp_http_xp_t *x);
+
+/** GET /progress/{playerId}/stream: Server-Sent Events of progress, level-ups and rewards
+ *  (routes_stream.c, fed by http/stream.h). */
+extern const bp_http_route_t bp_http_routes_stream[];
+extern const size_t bp_http_routes_stream_n;
+
+/**
+ * A player's progress in season @p season_id, as GET /progress reads it: Redis first,
+ * PostgreSQL on a miss (then cached) or when Redis is down (routes_progress.c).
+ * @return BP_OK with @p row filled (a player without progress has a zero row at level 1),
+ *         BP_ERETRY (PostgreSQL unavailable).
+ */
+bp_err_t bp_http_progress_read(struct bp_http_req *req, const char *season_id,
+                               const char *player_id, bp_progress_row_t *row) BP_MUSTCHECK;
+/** @return the Progress resource of @p row in season @p s (a new reference), or NULL when
+ *  out of memory (routes_progress.c). */
+json_t *bp_http_progress_json(const bp_season_t *s, const char *player_id,
+                              const bp_progress_row_t *row);
 
 #endif

@@ -52,9 +52,14 @@ static bp_err_t read_progress(bp_http_req_t *req, const char *season_id, const c
     return BP_OK;
 }
 
-/** Answer 200 with the Progress resource of @p row. */
-static void reply_progress(bp_http_req_t *req, const bp_season_t *s, const char *player_id,
-                           const bp_progress_row_t *row)
+bp_err_t bp_http_progress_read(bp_http_req_t *req, const char *season_id, const char *player_id,
+                               bp_progress_row_t *row)
+{
+    return read_progress(req, season_id, player_id, row);
+}
+
+json_t *bp_http_progress_json(const bp_season_t *s, const char *player_id,
+                              const bp_progress_row_t *row)
 {
     bp_level_info_t lv = bp_level_for_xp(s, row->total_xp);
     char updated[32];
@@ -66,7 +71,14 @@ static void reply_progress(bp_http_req_t *req, const bp_season_t *s, const char 
         "paidXp", (json_int_t)row->paid_xp, "currentLevel", (int)lv.level, "currentXp",
         (json_int_t)lv.current_xp, "xpToNextLevel", (json_int_t)lv.xp_to_next, "premium",
         (int)row->premium, "updatedAt", row->updated_at_ms > 0 ? updated : NULL);
-    bp_http_reply_json(req, 200, obj);
+    return obj;
+}
+
+/** Answer 200 with the Progress resource of @p row. */
+static void reply_progress(bp_http_req_t *req, const bp_season_t *s, const char *player_id,
+                           const bp_progress_row_t *row)
+{
+    bp_http_reply_json(req, 200, bp_http_progress_json(s, player_id, row));
     req->resp.cache_control = "no-store";
 }
 

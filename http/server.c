@@ -20,6 +20,7 @@
 #include "http/request.h"
 #include "http/router.h"
 #include "http/routes.h"
+#include "http/stream.h"
 
 /** Largest request body accepted; larger ones get 413. */
 #define BODY_MAX (64 * 1024)
@@ -78,6 +79,8 @@ const char *bp_http_req_query(const bp_http_req_t *req, const char *name)
 /** Turn @p r into a libmicrohttpd response and queue it; the body moves to libmicrohttpd. */
 static enum MHD_Result queue_response(struct MHD_Connection *conn, bp_http_resp_t *r)
 {
+    if (r->stream)
+        return bp_stream_respond(conn, (unsigned)r->status, &r->stream);
     if (r->status == 0) { /* a handler that could not even build its answer */
         free(r->body);
         r->body = NULL;
@@ -283,7 +286,11 @@ __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char 
     (void)cls;
     vsnprintf(msg, sizeof(msg), fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
-    BP_LOG_WARN("libmicrohttpd", "\"detail\":\"%s\"", bp_log_str(esc, sizeof(esc), msg));
+    /* Clients leaving mid-response are routine (every event stream ends so): no warning. */
+    if (strstr(msg, "closed by remote peer") || strstr(msg, "no longer available for sending"))
+        BP_LOG_DEBUG("libmicrohttpd", "\"detail\":\"%s\"", bp_log_str(esc, sizeof(esc), msg));
+    else
+        BP_LOG_WARN("libmicrohttpd", "\"detail\":\"%s\"", bp_log_str(esc, sizeof(esc), msg));
 }
 
 /** Concatenate the per-resource tables. @return BP_OK or BP_ENOMEM. */
@@ -300,6 +307,7 @@ static bp_err_t build_routes(bp_http_t *h)
         {bp_http_routes_xp, &bp_http_routes_xp_n},
         {bp_http_routes_rewards, &bp_http_routes_rewards_n},
         {bp_http_routes_premium, &bp_http_routes_premium_n},
+        {bp_http_routes_stream, &bp_http_routes_stream_n},
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++)
@@ -366,6 +374,9 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
     err = bp_http_xp_new(&h->cfg, &h->env.xp);
     if (err != BP_OK)
         goto out;
+    err = bp_stream_hub_new(cfg->redis_url, BP_STREAM_MAX_DEFAULT, &h->env.streams);
+    if (err != BP_OK)
+        goto out;
     h->env.cfg = &h->cfg;
     h->env.seasons = cfg->seasons;
     atomic_init(&h->env.next_seasons_check, 0);
@@ -388,6 +399,7 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
     }
 
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
+    flags |= MHD_ALLOW_SUSPEND_RESUME; /* event streams wait suspended (http/stream.c) */
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -421,9 +433,12 @@ void bp_http_stop(bp_http_t *h)
 {
     if (!h)
         return;
+    /* libmicrohttpd must not be stopped with suspended connections: end the streams first. */
+    bp_stream_hub_shutdown(h->env.streams);
     /* Joins the worker threads: handlers running now finish first. */
     if (h->daemon)
         MHD_stop_daemon(h->daemon);
+    bp_stream_hub_destroy(h->env.streams); /* after the daemon, which frees the streams */
     bp_http_pool_destroy(h->env.pool);
     bp_http_xp_destroy(h->env.xp);
     free(h->routes);

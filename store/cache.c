@@ -698,3 +698,34 @@ bp_err_t bp_cache_rate_hit(bp_cache_t *c, const char *key, int limit, int window
         window_s = a.window_s = 1;
     return with_connection(c, rate_op, &a);
 }
+
+bp_err_t bp_cache_url_parse(const char *url, bp_cache_url_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    bp_cache_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return BP_ENOMEM;
+    bp_err_t rc = parse_url(c, url);
+    if (rc == BP_OK) { /* the cache's own parser, so both clients read a URL alike */
+        snprintf(out->host, sizeof(out->host), "%s", c->host);
+        out->port = c->port;
+        out->db = c->db;
+        out->user = c->user;
+        out->password = c->password;
+        c->user = NULL;
+        c->password = NULL;
+    }
+    bp_cache_destroy(c);
+    return rc;
+}
+
+void bp_cache_url_fini(bp_cache_url_t *u)
+{
+    free(u->user);
+    if (u->password) {
+        memset(u->password, 0, strlen(u->password));
+        free(u->password);
+    }
+    u->user = NULL;
+    u->password = NULL;
+}

@@ -59,4 +59,26 @@ bp_err_t bp_cache_fill_progress(bp_cache_t *c, const char *season_id, const char
 bp_err_t bp_cache_rate_hit(bp_cache_t *c, const char *key, int limit, int window_s,
                            int *retry_after_s) BP_MUSTCHECK;
 
+/** Longest Redis host name in a URL. */
+#define BP_CACHE_HOST_MAX 255
+
+/** The parts of a redis:// URL. */
+typedef struct {
+    char host[BP_CACHE_HOST_MAX + 1];
+    int port;       /**< 6379 when absent */
+    int db;         /**< 0 when absent */
+    char *user;     /**< heap; NULL: AUTH with the password only */
+    char *password; /**< heap; NULL: no AUTH; never logged */
+} bp_cache_url_t;
+
+/**
+ * Parse redis://[[user]:password@]host[:port][/db] exactly as bp_cache_new() does (for
+ * other Redis clients of the process, e.g. the real-time subscriber).
+ * @return BP_OK with @p out filled (release with bp_cache_url_fini), BP_EINVAL for a bad
+ *         URL or BP_ENOMEM (@p out then holds nothing to release).
+ */
+bp_err_t bp_cache_url_parse(const char *url, bp_cache_url_t *out) BP_MUSTCHECK;
+/** Free what bp_cache_url_parse() allocated, wiping the password. Accepts a zeroed @p u. */
+void bp_cache_url_fini(bp_cache_url_t *u);
+
 #endif
