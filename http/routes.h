@@ -38,6 +38,14 @@ extern const size_t bp_http_routes_rewards_n;
 extern const bp_http_route_t bp_http_routes_premium[];
 extern const size_t bp_http_routes_premium_n;
 
+/** GET /analytics/seasons/{seasonId} (admin), GET /stats/{playerId}. */
+extern const bp_http_route_t bp_http_routes_analytics[];
+extern const size_t bp_http_routes_analytics_n;
+
+/** GET /audit (admin). */
+extern const bp_http_route_t bp_http_routes_audit[];
+extern const size_t bp_http_routes_audit_n;
+
 /** POST /progress/{playerId}/xp. */
 extern const bp_http_route_t bp_http_routes_xp[];
 extern const size_t bp_http_routes_xp_n;

@@ -304,6 +304,8 @@ static bp_err_t build_routes(bp_http_t *h)
         {bp_http_routes_openapi, &bp_http_routes_openapi_n},
         {bp_http_routes_seasons, &bp_http_routes_seasons_n},
         {bp_http_routes_progress, &bp_http_routes_progress_n},
+        {bp_http_routes_analytics, &bp_http_routes_analytics_n},
+        {bp_http_routes_audit, &bp_http_routes_audit_n},
         {bp_http_routes_xp, &bp_http_routes_xp_n},
         {bp_http_routes_rewards, &bp_http_routes_rewards_n},
         {bp_http_routes_premium, &bp_http_routes_premium_n},

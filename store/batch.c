@@ -12,6 +12,7 @@
 #include "core/fold.h"
 #include "core/level.h"
 #include "core/reward.h"
+#include "store/analytics.h"
 #include "store/pg_conn.h"
 #include "store/payloads.h"
 #include "store/pgtext.h"
@@ -395,6 +396,26 @@ static bp_err_t add_auto_grants(grant_reqs_t *q, const bp_season_t *s, const cha
     return BP_OK;
 }
 
+/* Analytics of the batch (store/analytics.h): activity of every applied event, then the
+ * players' level changes and season totals, the hot counter rows last. */
+static bp_err_t count_analytics(bp_pg_t *pg, const bp_batch_t *b, const bool *apply,
+                                const int64_t *applied, const bp_analytics_change_t *ch,
+                                size_t n_ch)
+{
+    bp_analytics_event_t *ev = malloc((b->n_events ? b->n_events : 1) * sizeof(*ev));
+    size_t n = 0;
+    if (!ev)
+        return BP_ENOMEM;
+    for (size_t i = 0; i < b->n_events; i++)
+        if (apply[i])
+            ev[n++] =
+                (bp_analytics_event_t){b->seasons[b->season_idx[i]].id, b->events[i].player_id,
+                                       b->events[i].occurred_at_ms, applied[i]};
+    bp_err_t err = bp_analytics_activity(pg, ev, n);
+    free(ev);
+    return err != BP_OK ? err : bp_analytics_progress(pg, ch, n_ch);
+}
+
 bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *r)
 {
     bp_sbuf_t a[8] = {{0}};
@@ -406,6 +427,8 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
     bp_levelups_t lus = {0};
     int32_t *new_level = NULL;
     grant_reqs_t grants = {0};
+    bp_analytics_change_t *an = NULL;
+    size_t n_an = 0;
     bool in_tx = false;
     bp_err_t err;
 
@@ -471,7 +494,8 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
             goto out;
         r->changes = calloc(fold.n_groups, sizeof(*r->changes));
         new_level = calloc(fold.n_groups, sizeof(*new_level));
-        if (!r->changes || !new_level) {
+        an = calloc(fold.n_groups, sizeof(*an));
+        if (!r->changes || !new_level || !an) {
             PQclear(res);
             err = BP_ENOMEM;
             goto out;
@@ -482,6 +506,7 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
             if (!g)
                 continue;
             int64_t total = atoll(PQgetvalue(res, row, 2));
+            bool inserted = PQgetvalue(res, row, 4)[0] == 't';
             size_t before = lus.n;
             err = bp_fold_levelups(&b->seasons[si], b->events, &fold, g, total - g->delta, &lus);
             if (err != BP_OK) {
@@ -489,7 +514,6 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
                 goto out;
             }
             if (b->seasons[si].auto_claim) {
-                bool inserted = PQgetvalue(res, row, 4)[0] == 't';
                 int32_t old_level =
                     inserted ? 0 : bp_level_for_xp(&b->seasons[si], total - g->delta).level;
                 err = add_auto_grants(&grants, &b->seasons[si], g->player_id, old_level,
@@ -507,6 +531,15 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
             bp_level_info_t li = bp_level_for_xp(&b->seasons[si], total);
             ch->level = li.level;
             new_level[g - fold.groups] = lus.n > before ? li.level : 0;
+            an[n_an++] = (bp_analytics_change_t){
+                .season = &b->seasons[si],
+                .player_id = g->player_id,
+                .created = inserted,
+                .old_level = bp_level_for_xp(&b->seasons[si], total - g->delta).level,
+                .new_level = li.level,
+                .premium = PQgetvalue(res, row, 3)[0] == 't',
+                .xp = g->delta,
+            };
         }
         PQclear(res);
     }
@@ -559,6 +592,9 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
         r->level_ups = lus.n;
     }
 
+    if ((err = count_analytics(pg, b, apply, applied, an, n_an)) != BP_OK)
+        goto out;
+
     if (grants.n > 0) {
         bp_grants_t done = {0};
         err = bp_pg_grants_insert(pg, grants.items, grants.n, "auto", "worker", b->rewards_topic,
@@ -573,6 +609,7 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
     in_tx = false;
 out:
     free(grants.items);
+    free(an);
     if (in_tx)
         bp_pg_rollback(pg);
     if (err != BP_OK && err != BP_EINVAL) {

@@ -13,6 +13,7 @@
 #include "core/fold.h"
 #include "core/level.h"
 #include "core/reward.h"
+#include "store/analytics.h"
 #include "store/pg_conn.h"
 #include "store/payloads.h"
 #include "store/pgtext.h"
@@ -225,6 +226,15 @@ bp_err_t bp_pg_levels_buy(bp_pg_t *pg, const bp_level_purchase_t *p, bp_purchase
     res = NULL;
 
     if ((err = write_levelups(pg, p, old_level, new_level, new_total)) != BP_OK)
+        goto out;
+    /* Paid XP moves levels but is not earned XP: the analytics count no XP for it. */
+    bp_analytics_change_t an = {.season = s,
+                                .player_id = p->player_id,
+                                .created = inserted,
+                                .old_level = old_level,
+                                .new_level = new_level,
+                                .premium = premium};
+    if ((err = bp_analytics_progress(pg, &an, 1)) != BP_OK)
         goto out;
     /* As the worker does: a row created now has reached level 1 now, so its rewards count. */
     if (s->auto_claim &&

@@ -10,14 +10,16 @@
 
 #include "app/log.h"
 #include "core/level.h"
+#include "store/analytics.h"
 #include "store/pg_conn.h"
 #include "store/pgtext.h"
 
 /* ---- statements (PQexecParams: nothing to re-prepare after a reconnect) ---- */
 
 /* The grant statement. Rows the claims' primary key (or grant_id) already holds are skipped
- * by ON CONFLICT DO NOTHING, so only the rows inserted now get an audit row and an outbox
- * row. grantedAt is the claim time in epoch milliseconds, the same value returned. */
+ * by ON CONFLICT DO NOTHING, so only the rows inserted now get an audit row, an outbox row
+ * and a count in season_stats.claimed (store/analytics.h; seasons in order, after the claim
+ * rows). grantedAt is the claim time in epoch milliseconds, the same value returned. */
 static const char sql_grants[] =
     "WITH req AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],"
     "   $5::text[], $6::text[], $7::int[], $8::text[])"
@@ -39,13 +41,16 @@ static const char sql_grants[] =
     "     'playerId', player_id, 'seasonId', season_id, 'level', level, 'tier', tier,"
     "     'rewardId', reward_id, 'itemId', item_id, 'quantity', quantity,"
     "     'grantedAt', granted_ms, 'source', $9::text)"
-    "   FROM ins ORDER BY player_id, level, tier, reward_id)"
+    "   FROM ins ORDER BY player_id, level, tier, reward_id),"
+    " cnt AS (INSERT INTO season_stats AS s (season_id, claimed)"
+    "   SELECT season_id, count(*) FROM ins GROUP BY season_id ORDER BY season_id"
+    "   ON CONFLICT (season_id) DO UPDATE SET claimed = s.claimed + EXCLUDED.claimed)"
     " SELECT grant_id, player_id, level, tier, reward_id, item_id, quantity, granted_ms"
     " FROM ins ORDER BY player_id, level, tier, reward_id";
 
 static const char sql_progress_ensure[] =
     "INSERT INTO player_progress (player_id, season_id) VALUES ($1, $2)"
-    " ON CONFLICT (player_id, season_id) DO NOTHING";
+    " ON CONFLICT (player_id, season_id) DO NOTHING RETURNING 1";
 
 static const char sql_progress_lock[] = "SELECT total_xp, premium FROM player_progress"
                                         " WHERE player_id = $1 AND season_id = $2 FOR UPDATE";
@@ -71,7 +76,7 @@ static const char sql_premium_existing[] =
 static const char sql_premium_progress[] =
     "INSERT INTO player_progress AS p (player_id, season_id, premium) VALUES ($1, $2, true)"
     " ON CONFLICT (player_id, season_id) DO UPDATE SET premium = true, updated_at = now()"
-    " RETURNING p.total_xp";
+    " RETURNING p.total_xp, (p.xmax = 0)";
 
 static const char sql_premium_audit[] =
     "INSERT INTO audit_log (actor, action, player_id, season_id, detail)"
@@ -279,16 +284,18 @@ out:
 
 /* ---- the claim transaction ---- */
 
-/* Inside an open transaction: create the player's progress row at level 1 when absent and
- * lock it, so that claims of one player serialise. On error *err is set (logged). */
+/* Inside an open transaction: create the player's progress row at level 1 when absent
+ * (counted by the analytics) and lock it, so that claims of one player serialise. On error
+ * *err is set (logged). */
 static bool lock_progress(bp_pg_t *pg, const bp_season_t *s, const char *player_id, int32_t *level,
                           bool *premium, bp_err_t *err)
 {
     const char *params[2] = {player_id, s->id};
     PGresult *res =
-        run(pg, "progress ensure", sql_progress_ensure, 2, params, PGRES_COMMAND_OK, err);
+        run(pg, "progress ensure", sql_progress_ensure, 2, params, PGRES_TUPLES_OK, err);
     if (!res)
         return false;
+    bool created = PQntuples(res) > 0;
     PQclear(res);
     if (!(res = run(pg, "progress lock", sql_progress_lock, 2, params, PGRES_TUPLES_OK, err)))
         return false;
@@ -302,7 +309,9 @@ static bool lock_progress(bp_pg_t *pg, const bp_season_t *s, const char *player_
     *level = bp_level_for_xp(s, (int64_t)atoll(PQgetvalue(res, 0, 0))).level;
     *premium = PQgetvalue(res, 0, 1)[0] == 't';
     PQclear(res);
-    return true;
+    bp_analytics_change_t c = {
+        .season = s, .player_id = player_id, .created = true, .new_level = *level};
+    return !created || (*err = bp_analytics_progress(pg, &c, 1)) == BP_OK;
 }
 
 bp_err_t bp_pg_claim(bp_pg_t *pg, const bp_season_t *s, const char *player_id, int32_t level,
@@ -507,8 +516,11 @@ bp_err_t bp_pg_premium_grant(bp_pg_t *pg, const bp_season_t *s, const char *play
     if (!(res = run(pg, "premium progress", sql_premium_progress, 2, pp, PGRES_TUPLES_OK, &err)))
         goto out;
     int32_t level = bp_level_for_xp(s, (int64_t)atoll(PQgetvalue(res, 0, 0))).level;
+    bool created = PQgetvalue(res, 0, 1)[0] == 't';
     PQclear(res);
     res = NULL;
+    if ((err = bp_analytics_premium(pg, s, player_id, created, level)) != BP_OK)
+        goto out;
 
     const char *audit[5] = {actor, player_id, s->id, transaction_id, source};
     if (!(res = run(pg, "premium audit", sql_premium_audit, 5, audit, PGRES_COMMAND_OK, &err)))

@@ -1,0 +1,151 @@
+/** @file GET /audit (admin): the audit log of reward transactions, newest first, filtered by
+ *  player and/or season, cursor-paginated by row id. */
+#include "http/routes.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "app/log.h"
+#include "core/event.h"
+#include "core/timefmt.h"
+#include "http/auth.h"
+#include "http/request.h"
+#include "store/analytics.h"
+
+/** The audit log is for admins only. */
+#define ACCESS_AUDIT (BP_ACCESS_TOKEN | BP_SCOPE_ADMIN)
+/** Page size when the request names none. */
+#define AUDIT_LIMIT_DEFAULT 50
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/** Numeric query parameters. */
+enum { P_LIMIT, P_CURSOR, P_COUNT };
+static const struct {
+    const char *name;
+    long long min, max, def;
+    bool empty_is_default; /**< "cursor=" asks for the first page */
+    const char *problem;
+} NUM_PARAMS[P_COUNT] = {
+    [P_LIMIT] = {"limit", 1, BP_AUDIT_LIMIT_MAX, AUDIT_LIMIT_DEFAULT, false,
+                 "limit must be an integer from 1 to " STR(BP_AUDIT_LIMIT_MAX)},
+    [P_CURSOR] = {"cursor", 1, INT64_MAX, 0, true,
+                  "cursor must be a nextCursor of an earlier page"},
+};
+
+/** Id query parameters (filters); absent means no filter. */
+enum { F_PLAYER, F_SEASON, F_COUNT };
+static const char *const FILTERS[F_COUNT] = {[F_PLAYER] = "playerId", [F_SEASON] = "seasonId"};
+
+/** Parse @p s as 1..18 decimal digits within [min, max]. */
+static bool parse_count(const char *s, long long min, long long max, long long *out)
+{
+    size_t n = strlen(s);
+    long long v = 0;
+    if (n < 1 || n > 18)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/** Read and check the query. @return false after replying 400. */
+static bool audit_query(bp_http_req_t *req, long long nums[P_COUNT], const char *ids[F_COUNT])
+{
+    char detail[128];
+    for (int i = 0; i < P_COUNT; i++) {
+        const char *v = bp_http_req_query(req, NUM_PARAMS[i].name);
+        nums[i] = NUM_PARAMS[i].def;
+        if (!v || (!*v && NUM_PARAMS[i].empty_is_default) ||
+            parse_count(v, NUM_PARAMS[i].min, NUM_PARAMS[i].max, &nums[i]))
+            continue;
+        bp_http_reply_problem(req, 400, "invalid-parameter", NUM_PARAMS[i].problem);
+        return false;
+    }
+    for (int i = 0; i < F_COUNT; i++) {
+        ids[i] = bp_http_req_query(req, FILTERS[i]);
+        if (!ids[i] || bp_id_valid(ids[i], strlen(ids[i])))
+            continue;
+        snprintf(detail, sizeof(detail), "%s must be 1 to %d characters of [A-Za-z0-9._:@-]",
+                 FILTERS[i], BP_ID_MAX);
+        bp_http_reply_problem(req, 400, "invalid-parameter", detail);
+        return false;
+    }
+    return true;
+}
+
+/** @return @p s, or NULL when empty (a column that was NULL). */
+static const char *opt(const char *s)
+{
+    return *s ? s : NULL;
+}
+
+/** @return the row as JSON (absent columns as null), NULL when out of memory. */
+static json_t *row_json(const bp_audit_row_t *r)
+{
+    char at[32];
+    bp_time_format(r->at_ms, at, sizeof(at));
+    json_t *detail = json_loads(r->detail_json, 0, NULL);
+    json_t *level = r->level > 0 ? json_integer(r->level) : json_null();
+    return json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:o, s:s?, s:s?, s:s?, s:o}", "id",
+                     (json_int_t)r->id, "at", at, "actor", r->actor, "action", r->action,
+                     "playerId", r->player_id, "seasonId", r->season_id, "level", level, "tier",
+                     opt(r->tier), "rewardId", opt(r->reward_id), "grantId", opt(r->grant_id),
+                     "detail", detail ? detail : json_object());
+}
+
+static void get_audit(bp_http_req_t *req)
+{
+    long long nums[P_COUNT];
+    const char *ids[F_COUNT];
+    bp_audit_page_t page = {NULL, 0, 0};
+    bp_pg_t *pg = NULL;
+    char cursor[24];
+
+    if (!audit_query(req, nums, ids))
+        return;
+    bp_err_t err = bp_http_req_pg(req, &pg);
+    if (err == BP_OK)
+        err = bp_analytics_audit(pg, ids[F_PLAYER], ids[F_SEASON], (int64_t)nums[P_CURSOR],
+                                 (size_t)nums[P_LIMIT], &page);
+    if (err != BP_OK) {
+        BP_LOG_WARN("audit read failed", "\"error\":\"%s\"", bp_err_str(err));
+        bool retry = err == BP_ERETRY;
+        bp_http_reply_problem(req, retry ? 503 : 500,
+                              retry ? "database-unavailable" : "internal-error",
+                              retry ? "cannot read the audit log right now, retry later"
+                                    : "cannot read the audit log");
+        req->resp.retry_after_s = retry ? 1 : 0;
+        return;
+    }
+    json_t *items = json_array();
+    for (size_t i = 0; items && i < page.n; i++) {
+        if (json_array_append_new(items, row_json(&page.items[i])) != 0) {
+            json_decref(items);
+            items = NULL;
+        }
+    }
+    if (page.next_cursor > 0)
+        snprintf(cursor, sizeof(cursor), "%lld", (long long)page.next_cursor);
+    json_t *obj = items ? json_pack("{s:o, s:s?}", "items", items, "nextCursor",
+                                    page.next_cursor > 0 ? cursor : NULL)
+                        : NULL;
+    bp_http_reply_json(req, 200, obj);
+    req->resp.cache_control = "no-store";
+    bp_audit_page_fini(&page);
+}
+
+const bp_http_route_t bp_http_routes_audit[] = {
+    {"GET", "/audit", get_audit, ACCESS_AUDIT},
+};
+const size_t bp_http_routes_audit_n =
+    sizeof(bp_http_routes_audit) / sizeof(bp_http_routes_audit[0]);
