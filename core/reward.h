@@ -25,8 +25,7 @@ bp_err_t bp_tier_parse(const char *s, bp_tier_t *out) BP_MUSTCHECK;
  * not got it: claimed wins; a reward above the player's level or of the premium tier
  * without premium is locked; else available.
  */
-bp_reward_state_t bp_reward_state(const bp_reward_t *r, int32_t level, bool premium,
-                                  bool claimed);
+bp_reward_state_t bp_reward_state(const bp_reward_t *r, int32_t level, bool premium, bool claimed);
 
 /** Why a claim of (level, tier) is refused, or BP_CLAIM_OK. Each maps to an HTTP status. */
 typedef enum {
@@ -60,8 +59,7 @@ bool bp_claims_open(const bp_season_t *s, int64_t now_ms);
  * Indices (into s->rewards, ascending) of the rewards at (@p level, @p tier).
  * @return how many there are; at most @p cap are written to @p idx.
  */
-size_t bp_rewards_at(const bp_season_t *s, int32_t level, bp_tier_t tier, size_t *idx,
-                     size_t cap);
+size_t bp_rewards_at(const bp_season_t *s, int32_t level, bp_tier_t tier, size_t *idx, size_t cap);
 
 /**
  * Indices of the rewards a player gets access to when going from @p old_level to
@@ -69,8 +67,8 @@ size_t bp_rewards_at(const bp_season_t *s, int32_t level, bp_tier_t tier, size_t
  * rewards count): free tier always, premium tier only with @p premium.
  * @return how many; at most @p cap written.
  */
-size_t bp_rewards_unlocked(const bp_season_t *s, int32_t old_level, int32_t new_level,
-                           bool premium, size_t *idx, size_t cap);
+size_t bp_rewards_unlocked(const bp_season_t *s, int32_t old_level, int32_t new_level, bool premium,
+                           size_t *idx, size_t cap);
 
 /**
  * Indices of the premium rewards on levels 1..@p level: what buying premium at that level

@@ -50,9 +50,8 @@ void bp_grants_fini(bp_grants_t *g);
  * @return BP_OK; BP_ERETRY / BP_EFATAL on database errors (logged; the caller rolls
  *         back); BP_ENOMEM.
  */
-bp_err_t bp_pg_grants_insert(bp_pg_t *pg, const bp_grant_req_t *reqs, size_t n,
-                             const char *source, const char *actor, const char *topic,
-                             bp_grants_t *out) BP_MUSTCHECK;
+bp_err_t bp_pg_grants_insert(bp_pg_t *pg, const bp_grant_req_t *reqs, size_t n, const char *source,
+                             const char *actor, const char *topic, bp_grants_t *out) BP_MUSTCHECK;
 
 /** A player's standing in a season, for reward states. */
 typedef struct {
@@ -96,11 +95,11 @@ bp_err_t bp_pg_claim_all(bp_pg_t *pg, const bp_season_t *s, const char *player_i
 
 /** The outcome of a premium grant. */
 typedef enum {
-    BP_PREMIUM_GRANTED = 0,  /**< recorded now; the player is premium */
-    BP_PREMIUM_DUPLICATE,    /**< this transactionId was recorded before, same player and
-                              *   season: nothing changed (idempotent replay) */
-    BP_PREMIUM_CONFLICT      /**< this transactionId was recorded for another player or
-                              *   season: refused (HTTP 409, DLQ on the topic) */
+    BP_PREMIUM_GRANTED = 0, /**< recorded now; the player is premium */
+    BP_PREMIUM_DUPLICATE,   /**< this transactionId was recorded before, same player and
+                             *   season: nothing changed (idempotent replay) */
+    BP_PREMIUM_CONFLICT     /**< this transactionId was recorded for another player or
+                             *   season: refused (HTTP 409, DLQ on the topic) */
 } bp_premium_result_t;
 
 /**
@@ -111,8 +110,8 @@ typedef enum {
  * @return BP_OK with *result set; BP_ERETRY, BP_EFATAL, BP_ENOMEM.
  */
 bp_err_t bp_pg_premium_grant(bp_pg_t *pg, const bp_season_t *s, const char *player_id,
-                             const char *transaction_id, const char *source,
-                             int64_t granted_at_ms, const char *actor, const char *topic,
-                             bp_premium_result_t *result, bp_grants_t *out) BP_MUSTCHECK;
+                             const char *transaction_id, const char *source, int64_t granted_at_ms,
+                             const char *actor, const char *topic, bp_premium_result_t *result,
+                             bp_grants_t *out) BP_MUSTCHECK;
 
 #endif
