@@ -12,6 +12,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "app/log.h"
+#include "app/metrics.h"
 #include "consumers/premium.h"
 #include "core/event.h"
 #include "core/reward.h"
@@ -323,6 +324,14 @@ static void after_commit(worker_t *w, const bp_batch_result_t *r)
     w->stats.auto_grants += r->auto_grants;
     w->stats.dlq += w->n_dlq;
     w->stats.batches++;
+    bp_metrics_add(BP_M_XP_CONSUMED, w->n_msgs);
+    bp_metrics_add(BP_M_XP_APPLIED, r->applied);
+    bp_metrics_add(BP_M_XP_DUPLICATE, r->duplicates);
+    bp_metrics_add(BP_M_XP_UNATTRIBUTED, r->unattributed);
+    bp_metrics_add(BP_M_LEVEL_UPS, r->level_ups);
+    bp_metrics_add(BP_M_AUTO_GRANTS, r->auto_grants);
+    bp_metrics_add(BP_M_DLQ, w->n_dlq);
+    bp_metrics_add(BP_M_BATCHES, 1);
 
     if (w->cache && r->n_changes > 0) {
         const char *ids[64];
@@ -375,6 +384,7 @@ static bp_err_t apply_premiums(worker_t *w)
                 return err;
         } else if (result == BP_PREMIUM_GRANTED) {
             w->stats.premiums++;
+            bp_metrics_add(BP_M_PREMIUM_GRANTS, 1);
         }
     }
     return BP_OK;
@@ -428,6 +438,7 @@ static bp_err_t apply_batch(worker_t *w)
                          "\"levelUps\":%zu,\"ms\":%lld",
                          w->n_msgs, r.applied, r.duplicates, w->n_dlq, r.level_ups,
                          (long long)(mono_ms() - t0));
+            bp_metrics_batch(w->n_msgs, (double)(mono_ms() - t0) / 1000.0);
             after_commit(w, &r);
             bp_batch_result_fini(&r);
             batch_reset(w);
@@ -690,6 +701,7 @@ static void relay(worker_t *w)
         if (bp_relay_once(w->pg, w->codec, w->prod, w->cfg->dlq_topic, RELAY_LIMIT, &n) != BP_OK)
             return; /* rows stay in the outbox; the next round sends them */
         w->stats.relayed += n;
+        bp_metrics_add(BP_M_OUTBOX_RELAYED, n);
     } while (n == RELAY_LIMIT && !*w->cfg->stop);
 }
 
@@ -709,6 +721,7 @@ static void close_seasons(worker_t *w, const bp_season_list_t *snap)
                                &granted, &closed) != BP_OK)
             return; /* logged; tried again next round */
         w->stats.season_end_grants += granted;
+        bp_metrics_add(BP_M_SEASON_END_GRANTS, granted);
         if (closed && w->n_closed < CLOSED_MAX)
             snprintf(w->closed[w->n_closed++], sizeof(w->closed[0]), "%s", s->id);
     }
@@ -746,6 +759,7 @@ bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
         if (err == BP_OK && w.n_msgs > 0)
             err = apply_batch(&w);
         if (err == BP_ERETRY) {
+            bp_metrics_add(BP_M_BATCH_RETRIES, 1);
             rewind_batch(&w);
             BP_LOG_WARN("batch not applied; rewound, backing off", "\"backoffMs\":%d",
                         w.backoff_ms);

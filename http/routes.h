@@ -13,7 +13,7 @@
 #include "http/server.h"
 #include "store/pg.h"
 
-/** GET /health, GET /ready. */
+/** GET /health, GET /ready, GET /metrics. */
 extern const bp_http_route_t bp_http_routes_health[];
 extern const size_t bp_http_routes_health_n;
 

@@ -1,5 +1,5 @@
-/** @file GET /health (liveness, touches nothing) and GET /ready (PostgreSQL reachable and
- *  the season snapshot loaded). */
+/** @file GET /health (liveness, touches nothing), GET /ready (PostgreSQL reachable and the
+ *  season snapshot loaded) and GET /metrics (Prometheus text). */
 #include "http/routes.h"
 
 #include <stdatomic.h>
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "app/log.h"
+#include "app/metrics.h"
 #include "http/auth.h"
 #include "http/request.h"
 
@@ -75,9 +76,19 @@ static void get_ready(bp_http_req_t *req)
     req->resp.cache_control = "no-store";
 }
 
+/** GET /metrics: the process's counters and histograms, Prometheus text format. */
+static void get_metrics(bp_http_req_t *req)
+{
+    size_t len = 0;
+    char *text = bp_metrics_render(&len);
+    bp_http_reply_owned(req, 200, text, len, "text/plain; version=0.0.4; charset=utf-8");
+    req->resp.cache_control = "no-store";
+}
+
 const bp_http_route_t bp_http_routes_health[] = {
     {"GET", "/health", get_health, BP_ACCESS_PUBLIC},
     {"GET", "/ready", get_ready, BP_ACCESS_PUBLIC},
+    {"GET", "/metrics", get_metrics, BP_ACCESS_PUBLIC},
 };
 const size_t bp_http_routes_health_n =
     sizeof(bp_http_routes_health) / sizeof(bp_http_routes_health[0]);

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "app/log.h"
+#include "app/metrics.h"
 #include "http/auth.h"
 #include "http/pool.h"
 #include "http/problem.h"
@@ -208,8 +209,10 @@ static enum MHD_Result dispatch(bp_http_t *h, struct MHD_Connection *conn, const
     if (status >= 500)
         BP_LOG_WARN("request failed", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d", meth, path,
                     status);
+    long long us = elapsed_us(&ctx->start);
     BP_LOG_DEBUG("request", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"us\":%lld", meth,
-                 path, status, elapsed_us(&ctx->start));
+                 path, status, us);
+    bp_metrics_http(meth, req.match ? req.match->route->pattern : NULL, status, (double)us / 1e6);
     return ret;
 }
 

@@ -395,13 +395,50 @@ static void test_jwt_rules(void **state)
     }
 }
 
+/* GET /metrics: Prometheus text that promtool accepts, counting what this test did. */
+static void test_metrics(void **state)
+{
+    (void)state;
+    skip_without_services();
+    static char body[1 << 20];
+    char headers[2048];
+    assert_int_equal(it_http(HTTP_PORT, "GET", "/metrics", NULL, NULL, NULL, body, sizeof(body),
+                             headers, sizeof(headers)),
+                     200);
+    assert_non_null(strstr(headers, "text/plain"));
+    const struct {
+        const char *name;
+        long long at_least;
+    } want[] = {
+        {"\nbp_xp_events_applied_total ", EVENTS},
+        {"\nbp_xp_events_duplicate_total ", 1},
+        {"\nbp_dlq_messages_total ", 11},
+        {"\nbp_level_ups_total ", PLAYERS},
+        {"\nbp_batches_total ", 1},
+        {"\nbp_http_requests_total{method=\"GET\",route=\"/progress/{playerId}\",status=\"200\"} ",
+         PLAYERS},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        const char *at = strstr(body, want[i].name);
+        if (!at)
+            fail_msg("no %s in /metrics", want[i].name + 1);
+        long long v = atoll(at + strlen(want[i].name));
+        if (v < want[i].at_least)
+            fail_msg("%s%lld, want at least %lld", want[i].name + 1, v, want[i].at_least);
+    }
+    FILE *f = fopen("metrics.txt", "w");
+    assert_non_null(f);
+    fputs(body, f);
+    fclose(f);
+    assert_int_equal(system("promtool check metrics < metrics.txt"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ingest),
-        cmocka_unit_test(test_level_up_events),
-        cmocka_unit_test(test_redis_and_http),
-        cmocka_unit_test(test_jwt_rules),
+        cmocka_unit_test(test_ingest),         cmocka_unit_test(test_level_up_events),
+        cmocka_unit_test(test_redis_and_http), cmocka_unit_test(test_jwt_rules),
+        cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
