@@ -102,46 +102,6 @@ void bp_player_rewards_fini(bp_player_rewards_t *p)
     memset(p, 0, sizeof(*p));
 }
 
-/* Run one statement. @return its result (caller PQclears), or NULL with *err set when it did
- * not end in @p want (the error is logged and classified; the caller rolls back). */
-static PGresult *run(bp_pg_t *pg, const char *what, const char *sql, int n_params,
-                     const char *const *params, ExecStatusType want, bp_err_t *err)
-{
-    PGconn *conn = bp_pg_conn(pg);
-    PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus(res) == want)
-        return res;
-    bp_pg_log_error(what, conn, res);
-    *err = res ? bp_pg_classify(res, conn) : BP_ENOMEM;
-    if (*err == BP_ENOMEM && PQstatus(conn) == CONNECTION_BAD)
-        *err = BP_ERETRY;
-    PQclear(res);
-    return NULL;
-}
-
-/* Run a command without parameters or rows (BEGIN, COMMIT). A COMMIT of a transaction that
- * had failed answers "ROLLBACK": that is an error too. */
-static bp_err_t run_cmd(bp_pg_t *pg, const char *sql)
-{
-    bp_err_t err = BP_OK;
-    PGresult *res = run(pg, sql, sql, 0, NULL, PGRES_COMMAND_OK, &err);
-    if (!res)
-        return err;
-    if (strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-        BP_LOG_WARN("postgresql error", "\"op\":\"COMMIT\",\"error\":\"rolled back\"");
-        err = BP_ERETRY;
-    }
-    PQclear(res);
-    return err;
-}
-
-/* Best effort: after a failure the transaction is dead anyway, and on a broken connection
- * the server has rolled it back already. */
-static void rollback(bp_pg_t *pg)
-{
-    PQclear(PQexec(bp_pg_conn(pg), "ROLLBACK"));
-}
-
 /* @return the audit action of a grant source, or NULL for an unknown source. */
 static const char *source_action(const char *source)
 {
@@ -250,7 +210,7 @@ bp_err_t bp_pg_grants_insert(bp_pg_t *pg, const bp_grant_req_t *reqs, size_t n, 
 
     const char *params[12] = {a[0].s, a[1].s, a[2].s, a[3].s, a[4].s, a[5].s,
                               a[6].s, a[7].s, source, actor,  action, topic};
-    res = run(pg, "grants insert", sql_grants, 12, params, PGRES_TUPLES_OK, &err);
+    res = bp_pg_exec_params(pg, "grants insert", sql_grants, 12, params, PGRES_TUPLES_OK, &err);
     if (!res || !out)
         goto out;
     size_t rows = (size_t)PQntuples(res);
@@ -291,13 +251,14 @@ static bool lock_progress(bp_pg_t *pg, const bp_season_t *s, const char *player_
                           bool *premium, bp_err_t *err)
 {
     const char *params[2] = {player_id, s->id};
-    PGresult *res =
-        run(pg, "progress ensure", sql_progress_ensure, 2, params, PGRES_TUPLES_OK, err);
+    PGresult *res = bp_pg_exec_params(pg, "progress ensure", sql_progress_ensure, 2, params,
+                                      PGRES_TUPLES_OK, err);
     if (!res)
         return false;
     bool created = PQntuples(res) > 0;
     PQclear(res);
-    if (!(res = run(pg, "progress lock", sql_progress_lock, 2, params, PGRES_TUPLES_OK, err)))
+    if (!(res = bp_pg_exec_params(pg, "progress lock", sql_progress_lock, 2, params,
+                                  PGRES_TUPLES_OK, err)))
         return false;
     if (PQntuples(res) != 1) { /* cannot happen after the insert: a broken invariant */
         BP_LOG_ERROR("claim: progress row missing after upsert", "\"rows\":%d", PQntuples(res));
@@ -343,7 +304,7 @@ bp_err_t bp_pg_claim(bp_pg_t *pg, const bp_season_t *s, const char *player_id, i
     bp_rewards_at(s, level, tier, idx, n_idx);
     if ((err = bp_pg_ensure(pg)) != BP_OK)
         goto out;
-    if ((err = run_cmd(pg, "BEGIN")) != BP_OK)
+    if ((err = bp_pg_exec_cmd(pg, "BEGIN")) != BP_OK)
         goto out;
     in_tx = true;
 
@@ -356,7 +317,8 @@ bp_err_t bp_pg_claim(bp_pg_t *pg, const bp_season_t *s, const char *player_id, i
      * statement's snapshot sees its rows. */
     snprintf(lvl, sizeof(lvl), "%d", (int)level);
     const char *params[4] = {player_id, s->id, lvl, bp_tier_str(tier)};
-    if (!(res = run(pg, "claimed rewards", sql_claimed_at, 4, params, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "claimed rewards", sql_claimed_at, 4, params, PGRES_TUPLES_OK,
+                                  &err)))
         goto out;
     size_t n_claimed = 0;
     for (size_t i = 0; i < n_idx; i++) {
@@ -382,12 +344,12 @@ bp_err_t bp_pg_claim(bp_pg_t *pg, const bp_season_t *s, const char *player_id, i
         *verdict = BP_CLAIM_ALREADY_CLAIMED;
         goto out;
     }
-    err = run_cmd(pg, "COMMIT");
+    err = bp_pg_exec_cmd(pg, "COMMIT");
     in_tx = false; /* a failed COMMIT has rolled back */
 out:
     PQclear(res);
     if (in_tx)
-        rollback(pg);
+        bp_pg_rollback(pg);
     if (err != BP_OK) {
         *verdict = BP_CLAIM_NO_SUCH_REWARD; /* meaningless on error; never BP_CLAIM_OK */
         if (out)
@@ -422,7 +384,7 @@ bp_err_t bp_pg_claim_all(bp_pg_t *pg, const bp_season_t *s, const char *player_i
         goto out; /* nothing to do in the database */
     if ((err = bp_pg_ensure(pg)) != BP_OK)
         goto out;
-    if ((err = run_cmd(pg, "BEGIN")) != BP_OK)
+    if ((err = bp_pg_exec_cmd(pg, "BEGIN")) != BP_OK)
         goto out;
     in_tx = true;
 
@@ -431,7 +393,8 @@ bp_err_t bp_pg_claim_all(bp_pg_t *pg, const bp_season_t *s, const char *player_i
     if (!lock_progress(pg, s, player_id, &player_level, &premium, &err))
         goto out;
     const char *params[2] = {player_id, s->id};
-    if (!(res = run(pg, "claimed rewards", sql_claimed_all, 2, params, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "claimed rewards", sql_claimed_all, 2, params,
+                                  PGRES_TUPLES_OK, &err)))
         goto out;
     mark_claimed(s, res, claimed);
     PQclear(res);
@@ -448,12 +411,12 @@ bp_err_t bp_pg_claim_all(bp_pg_t *pg, const bp_season_t *s, const char *player_i
         goto out; /* nothing to grant: roll back the progress row we may have created */
     if ((err = bp_pg_grants_insert(pg, reqs, n_req, "claim", actor, topic, out)) != BP_OK)
         goto out;
-    err = run_cmd(pg, "COMMIT");
+    err = bp_pg_exec_cmd(pg, "COMMIT");
     in_tx = false; /* a failed COMMIT has rolled back */
 out:
     PQclear(res);
     if (in_tx)
-        rollback(pg);
+        bp_pg_rollback(pg);
     if (err != BP_OK) {
         *verdict = BP_CLAIM_NOT_OPEN; /* meaningless on error; never BP_CLAIM_OK */
         if (out)
@@ -484,13 +447,14 @@ bp_err_t bp_pg_premium_grant(bp_pg_t *pg, const bp_season_t *s, const char *play
     *result = BP_PREMIUM_CONFLICT;
     if ((err = bp_pg_ensure(pg)) != BP_OK)
         return err;
-    if ((err = run_cmd(pg, "BEGIN")) != BP_OK)
+    if ((err = bp_pg_exec_cmd(pg, "BEGIN")) != BP_OK)
         return err;
     in_tx = true;
 
     snprintf(at, sizeof(at), "%lld", (long long)granted_at_ms);
     const char *ins[5] = {transaction_id, player_id, s->id, source, at};
-    if (!(res = run(pg, "premium insert", sql_premium_insert, 5, ins, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "premium insert", sql_premium_insert, 5, ins, PGRES_TUPLES_OK,
+                                  &err)))
         goto out;
     bool inserted = PQntuples(res) > 0;
     PQclear(res);
@@ -498,8 +462,8 @@ bp_err_t bp_pg_premium_grant(bp_pg_t *pg, const bp_season_t *s, const char *play
     if (!inserted) {
         /* Recorded before (by a committed transaction: ON CONFLICT waited for it). */
         const char *tx[1] = {transaction_id};
-        if (!(res =
-                  run(pg, "premium existing", sql_premium_existing, 1, tx, PGRES_TUPLES_OK, &err)))
+        if (!(res = bp_pg_exec_params(pg, "premium existing", sql_premium_existing, 1, tx,
+                                      PGRES_TUPLES_OK, &err)))
             goto out;
         if (PQntuples(res) != 1)
             err = BP_ERETRY; /* gone in between (deleted by hand?): try again */
@@ -513,7 +477,8 @@ bp_err_t bp_pg_premium_grant(bp_pg_t *pg, const bp_season_t *s, const char *play
 
     /* Set premium and lock the row: a concurrent claim of this player waits for us. */
     const char *pp[2] = {player_id, s->id};
-    if (!(res = run(pg, "premium progress", sql_premium_progress, 2, pp, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "premium progress", sql_premium_progress, 2, pp,
+                                  PGRES_TUPLES_OK, &err)))
         goto out;
     int32_t level = bp_level_for_xp(s, (int64_t)atoll(PQgetvalue(res, 0, 0))).level;
     bool created = PQgetvalue(res, 0, 1)[0] == 't';
@@ -523,7 +488,8 @@ bp_err_t bp_pg_premium_grant(bp_pg_t *pg, const bp_season_t *s, const char *play
         goto out;
 
     const char *audit[5] = {actor, player_id, s->id, transaction_id, source};
-    if (!(res = run(pg, "premium audit", sql_premium_audit, 5, audit, PGRES_COMMAND_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "premium audit", sql_premium_audit, 5, audit,
+                                  PGRES_COMMAND_OK, &err)))
         goto out;
     PQclear(res);
     res = NULL;
@@ -544,14 +510,14 @@ bp_err_t bp_pg_premium_grant(bp_pg_t *pg, const bp_season_t *s, const char *play
         if (err != BP_OK)
             goto out;
     }
-    err = run_cmd(pg, "COMMIT");
+    err = bp_pg_exec_cmd(pg, "COMMIT");
     in_tx = false; /* a failed COMMIT has rolled back */
     if (err == BP_OK)
         *result = BP_PREMIUM_GRANTED;
 out:
     PQclear(res);
     if (in_tx)
-        rollback(pg);
+        bp_pg_rollback(pg);
     if (err != BP_OK && out)
         out->n = out_n0;
     free(reqs);
@@ -577,7 +543,8 @@ bp_err_t bp_pg_player_rewards(bp_pg_t *pg, const bp_season_t *s, const char *pla
     if ((err = bp_pg_ensure(pg)) != BP_OK)
         goto out;
     const char *params[2] = {player_id, s->id};
-    if (!(res = run(pg, "progress read", sql_progress_read, 2, params, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "progress read", sql_progress_read, 2, params,
+                                  PGRES_TUPLES_OK, &err)))
         goto out;
     if (PQntuples(res) > 0) {
         out->total_xp = (int64_t)atoll(PQgetvalue(res, 0, 0));
@@ -586,7 +553,8 @@ bp_err_t bp_pg_player_rewards(bp_pg_t *pg, const bp_season_t *s, const char *pla
     /* As for claims: the level follows from the XP, so states and claims agree. */
     out->level = bp_level_for_xp(s, out->total_xp).level;
     PQclear(res);
-    if (!(res = run(pg, "claimed rewards", sql_claimed_all, 2, params, PGRES_TUPLES_OK, &err)))
+    if (!(res = bp_pg_exec_params(pg, "claimed rewards", sql_claimed_all, 2, params,
+                                  PGRES_TUPLES_OK, &err)))
         goto out;
     mark_claimed(s, res, out->claimed);
 out:
