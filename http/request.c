@@ -131,3 +131,18 @@ bp_err_t bp_http_req_json(bp_http_req_t *req, json_t **out)
     *out = root;
     return BP_OK;
 }
+
+void bp_http_reply_store_error(bp_http_req_t *req, bp_err_t err, const char *what)
+{
+    char detail[160];
+    BP_LOG_WARN("store call failed", "\"path\":\"%s\",\"what\":\"%s\",\"error\":\"%s\"",
+                req->match ? req->match->route->pattern : "", what, bp_err_str(err));
+    if (err == BP_ERETRY) {
+        snprintf(detail, sizeof(detail), "cannot %s right now, retry later", what);
+        bp_http_reply_problem(req, 503, "database-unavailable", detail);
+        req->resp.retry_after_s = 1;
+        return;
+    }
+    snprintf(detail, sizeof(detail), "cannot %s", what);
+    bp_http_reply_problem(req, 500, "internal-error", detail);
+}

@@ -116,6 +116,13 @@ void bp_http_reply_json(bp_http_req_t *req, int status, json_t *obj);
 void bp_http_reply_owned(bp_http_req_t *req, int status, char *body, size_t len,
                          const char *content_type);
 
+/**
+ * Respond to a failed store call: 503 `database-unavailable` with Retry-After: 1 for
+ * BP_ERETRY, else 500 `internal-error`; logs it at warn. @p what completes "cannot ...",
+ * e.g. "read the history".
+ */
+void bp_http_reply_store_error(bp_http_req_t *req, bp_err_t err, const char *what);
+
 /** Respond with an application/problem+json body (http/problem.h); a previous body is
  *  freed. @p slug and @p detail are copied. */
 void bp_http_reply_problem(bp_http_req_t *req, int status, const char *slug, const char *detail);

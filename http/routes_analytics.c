@@ -17,20 +17,6 @@
 #define ACCESS_ANALYTICS (BP_ACCESS_TOKEN | BP_SCOPE_ADMIN)
 #define DAY_MS 86400000LL
 
-/** 503 for a database that failed (BP_ERETRY), else 500; @p what completes "cannot ...". */
-static void reply_store_error(bp_http_req_t *req, bp_err_t err, const char *what)
-{
-    char detail[128];
-    if (err == BP_ERETRY) {
-        snprintf(detail, sizeof(detail), "cannot %s right now, retry later", what);
-        bp_http_reply_problem(req, 503, "database-unavailable", detail);
-        req->resp.retry_after_s = 1;
-        return;
-    }
-    snprintf(detail, sizeof(detail), "cannot %s", what);
-    bp_http_reply_problem(req, 500, "internal-error", detail);
-}
-
 /** @return @p num / @p den within 0..1; 0 when there is nothing to divide by. */
 static double ratio(int64_t num, int64_t den)
 {
@@ -136,7 +122,7 @@ static void get_season_analytics(bp_http_req_t *req)
     if (err != BP_OK) {
         BP_LOG_WARN("season analytics read failed", "\"seasonId\":\"%s\",\"error\":\"%s\"", id,
                     bp_err_str(err));
-        reply_store_error(req, err, "read the analytics");
+        bp_http_reply_store_error(req, err, "read the analytics");
         return;
     }
     bp_http_reply_json(req, 200, report_json(&snap->items[si], &r, req->now_ms));
@@ -166,7 +152,7 @@ static void get_player_stats(bp_http_req_t *req)
         err = bp_analytics_player(pg, player_id, &st);
     if (err != BP_OK) {
         BP_LOG_WARN("player stats read failed", "\"error\":\"%s\"", bp_err_str(err));
-        reply_store_error(req, err, "read the statistics");
+        bp_http_reply_store_error(req, err, "read the statistics");
         return;
     }
     int64_t xp = 0, claimed = 0, premium = 0;

@@ -118,13 +118,7 @@ static void get_audit(bp_http_req_t *req)
         err = bp_analytics_audit(pg, ids[F_PLAYER], ids[F_SEASON], (int64_t)nums[P_CURSOR],
                                  (size_t)nums[P_LIMIT], &page);
     if (err != BP_OK) {
-        BP_LOG_WARN("audit read failed", "\"error\":\"%s\"", bp_err_str(err));
-        bool retry = err == BP_ERETRY;
-        bp_http_reply_problem(req, retry ? 503 : 500,
-                              retry ? "database-unavailable" : "internal-error",
-                              retry ? "cannot read the audit log right now, retry later"
-                                    : "cannot read the audit log");
-        req->resp.retry_after_s = retry ? 1 : 0;
+        bp_http_reply_store_error(req, err, "read the audit log");
         return;
     }
     json_t *items = json_array();

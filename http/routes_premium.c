@@ -144,15 +144,7 @@ static void post_premium(bp_http_req_t *req)
         err = bp_pg_premium_grant(pg, s, player_id, b.transaction_id, b.source, req->now_ms,
                                   req->principal->sub, req->env->cfg->rewards_topic, &result, &g);
     if (err != BP_OK) {
-        BP_LOG_WARN("premium grant failed", "\"seasonId\":\"%s\",\"error\":\"%s\"", s->id,
-                    bp_err_str(err));
-        if (err == BP_ERETRY) {
-            bp_http_reply_problem(req, 503, "database-unavailable",
-                                  "the premium pass cannot be granted right now, retry later");
-            req->resp.retry_after_s = 1;
-        } else {
-            bp_http_reply_problem(req, 500, "internal-error", "the premium pass was not granted");
-        }
+        bp_http_reply_store_error(req, err, "grant the premium pass");
         goto out;
     }
     if (result == BP_PREMIUM_CONFLICT) {

@@ -82,29 +82,13 @@ static void reply_progress(bp_http_req_t *req, const bp_season_t *s, const char 
     req->resp.cache_control = "no-store";
 }
 
-/** 503 for a database that failed (BP_ERETRY), else 500; @p what completes "cannot ...". */
-static void reply_store_error(bp_http_req_t *req, bp_err_t err, const char *what)
-{
-    char detail[128];
-    if (err == BP_ERETRY) {
-        snprintf(detail, sizeof(detail), "cannot %s right now, retry later", what);
-        bp_http_reply_problem(req, 503, "database-unavailable", detail);
-        req->resp.retry_after_s = 1;
-        return;
-    }
-    snprintf(detail, sizeof(detail), "cannot %s", what);
-    bp_http_reply_problem(req, 500, "internal-error", detail);
-}
-
 static void progress_in(bp_http_req_t *req, const bp_season_t *s)
 {
     const char *player_id = bp_http_req_param(req, "playerId");
     bp_progress_row_t row;
     bp_err_t err = read_progress(req, s->id, player_id, &row);
     if (err != BP_OK) {
-        BP_LOG_WARN("progress read failed", "\"seasonId\":\"%s\",\"error\":\"%s\"", s->id,
-                    bp_err_str(err));
-        reply_store_error(req, err, "read progress");
+        bp_http_reply_store_error(req, err, "read progress");
         return;
     }
     reply_progress(req, s, player_id, &row);
@@ -250,9 +234,7 @@ static void post_levels(bp_http_req_t *req)
     if (err == BP_OK)
         err = bp_pg_levels_buy(pg, &p, &result, &row, &g);
     if (err != BP_OK) {
-        BP_LOG_WARN("level purchase failed", "\"seasonId\":\"%s\",\"error\":\"%s\"", s->id,
-                    bp_err_str(err));
-        reply_store_error(req, err, "buy levels");
+        bp_http_reply_store_error(req, err, "buy levels");
         goto out;
     }
     if (PURCHASE_REPLIES[result].status != 200) {
@@ -356,8 +338,7 @@ static void get_history(bp_http_req_t *req)
     if (err == BP_OK)
         err = bp_pg_history(pg, player_id, season_id, (int64_t)nums[1], (size_t)nums[0], &h);
     if (err != BP_OK) {
-        BP_LOG_WARN("history read failed", "\"error\":\"%s\"", bp_err_str(err));
-        reply_store_error(req, err, "read the history");
+        bp_http_reply_store_error(req, err, "read the history");
         return;
     }
     items = json_array();

@@ -64,19 +64,6 @@ static const struct {
     {"tier", parse_tier, "\"free\" or \"premium\""},
 };
 
-/** Reply 503 (database unreachable, Retry-After: 1) or 500 for @p err. */
-static void reply_store_error(bp_http_req_t *req, bp_err_t err, const char *what)
-{
-    BP_LOG_WARN("reward request failed", "\"what\":\"%s\",\"error\":\"%s\"", what, bp_err_str(err));
-    if (err == BP_ERETRY) {
-        bp_http_reply_problem(req, 503, "database-unavailable",
-                              "rewards cannot be reached right now, retry later");
-        req->resp.retry_after_s = 1;
-        return;
-    }
-    bp_http_reply_problem(req, 500, "internal-error", "the request could not be completed");
-}
-
 /**
  * The season rewards are read and claimed in: the current one, or else the most recently
  * ended one (its claim window may still be open; core decides). @p ended_ok false keeps
@@ -131,7 +118,7 @@ static void get_rewards(bp_http_req_t *req)
     if (err == BP_OK)
         err = bp_pg_player_rewards(pg, s, player_id, &pr);
     if (err != BP_OK) {
-        reply_store_error(req, err, "rewards read");
+        bp_http_reply_store_error(req, err, "read the rewards");
         return;
     }
     json_t *arr = json_array();
@@ -198,7 +185,7 @@ static void post_claim(bp_http_req_t *req)
         err = bp_pg_claim(pg, s, player_id, b.level, b.tier, req->principal->sub,
                           req->env->cfg->rewards_topic, req->now_ms, &v, &g);
     if (err != BP_OK)
-        reply_store_error(req, err, "claim");
+        bp_http_reply_store_error(req, err, "claim the reward");
     else if (v != BP_CLAIM_OK)
         reply_verdict(req, v, b.level, b.tier);
     else {
@@ -227,7 +214,7 @@ static void post_claim_all(bp_http_req_t *req)
         err = bp_pg_claim_all(pg, s, player_id, req->principal->sub, req->env->cfg->rewards_topic,
                               req->now_ms, &v, &g);
     if (err != BP_OK)
-        reply_store_error(req, err, "claim-all");
+        bp_http_reply_store_error(req, err, "claim the rewards");
     else if (v != BP_CLAIM_OK)
         reply_verdict(req, v, 0, BP_TIER_FREE);
     else {
