@@ -105,6 +105,9 @@ void bp_http_reply_problem(bp_http_req_t *req, int status, const char *slug, con
     bp_http_reply_owned(req, status, text, len, BP_PROBLEM_CONTENT_TYPE);
     if (status == 401)
         req->resp.www_authenticate = "Bearer realm=\"battlepass\"";
+    /* Every 503 tells when to come back (callers may set a longer wait afterwards). */
+    if (status == 503 && req->resp.retry_after_s <= 0)
+        req->resp.retry_after_s = 1;
 }
 
 bp_err_t bp_http_req_json(bp_http_req_t *req, json_t **out)

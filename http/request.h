@@ -44,6 +44,7 @@ typedef struct {
     const char *www_authenticate; /**< set on 401 */
     const char *allow;            /**< set on 405 */
     int retry_after_s;            /**< > 0: Retry-After header (503, 429) */
+    char location[160];           /**< "" = none; else the Location header (201) */
     struct bp_stream *stream;     /**< owned; set: the body is this event stream
                                    *   (http/stream.h), body and content_type are unused */
 } bp_http_resp_t;

@@ -211,6 +211,7 @@ static void create_season(bp_http_req_t *req)
     refresh_seasons(req, pg);
     log_write(req, "season created", s.id);
     reply_season(req, 201, &s);
+    snprintf(req->resp.location, sizeof(req->resp.location), "/seasons/%s", s.id);
     goto out;
 oom:
     bp_http_reply_problem(req, 500, "internal-error", "out of memory");

@@ -109,6 +109,8 @@ static enum MHD_Result queue_response(struct MHD_Connection *conn, bp_http_resp_
                                       r->www_authenticate) == MHD_YES;
     if (r->allow)
         ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow) == MHD_YES;
+    if (r->location[0])
+        ok &= MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, r->location) == MHD_YES;
     if (r->retry_after_s > 0) {
         char secs[16];
         snprintf(secs, sizeof(secs), "%d", r->retry_after_s);

@@ -192,6 +192,11 @@ static void test_create_season(void **state)
     assert_int_equal(call("POST", "/seasons", NULL, NULL, def, 401), 401);
 
     assert_int_equal(call("POST", "/seasons", admin_token, NULL, def, 201), 201);
+    char location[128];
+    snprintf(location, sizeof(location), "Location: /seasons/%s", upcoming_id);
+    const char *at = strstr(headers, location);
+    assert_non_null(at);
+    assert_true(at[strlen(location)] == '\r' || at[strlen(location)] == '\0');
     json_t *o = answer();
     assert_string_equal(json_string_value(json_object_get(o, "id")), upcoming_id);
     assert_string_equal(json_string_value(json_object_get(o, "status")), "upcoming");
