@@ -109,6 +109,8 @@ bool it_db_prepare(it_env_t *env, const char *season_file)
         fprintf(stderr, "battlepassd migrate failed\n");
         return false;
     }
+    if (!season_file)
+        return true;
     const char *import[] = {env->daemon, "season", "import", season_file, "--starts-now", NULL};
     if (run_cmd(import, envs) != 0) {
         fprintf(stderr, "battlepassd season import failed\n");

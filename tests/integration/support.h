@@ -30,8 +30,8 @@ typedef struct {
  */
 bool it_env_load(it_env_t *env, const char *test_name, uint16_t http_port);
 
-/** Create (drop first) this test's database, run `battlepassd migrate` on it and import
- *  @p season_file with --starts-now. @return true on success. */
+/** Create (drop first) this test's database, run `battlepassd migrate` on it and, unless
+ *  @p season_file is NULL, import it with --starts-now. @return true on success. */
 bool it_db_prepare(it_env_t *env, const char *season_file);
 
 /** Import one more season file into the test database (`battlepassd season import`).
