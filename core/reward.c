@@ -261,6 +261,24 @@ int64_t bp_overflow_levels(const bp_season_t *s, int64_t total_xp)
     return (total_xp - top) / s->overflow_xp_per_level;
 }
 
+int64_t bp_overflow_crossed(const bp_season_t *s, int64_t old_total, int64_t new_total,
+                            int64_t *first_k)
+{
+    int64_t lo = bp_overflow_levels(s, old_total);
+    int64_t hi = bp_overflow_levels(s, new_total);
+    int64_t k_max = s->max_level >= 1 ? (int64_t)INT32_MAX - s->max_level : 0;
+
+    if (lo > k_max)
+        lo = k_max;
+    if (hi > k_max)
+        hi = k_max;
+    if (hi <= lo)
+        return 0;
+    if (first_k)
+        *first_k = lo + 1;
+    return hi - lo;
+}
+
 bool bp_season_accepts(const bp_season_t *s, int64_t now_ms)
 {
     return now_ms < add_window(s->ends_at_ms, s->late_grace_ms);

@@ -105,6 +105,17 @@ int64_t bp_daily_cap_allow(int64_t cap, int64_t earned_today, int64_t amount);
  *  overflow policy (0 with BP_OVERFLOW_NONE). */
 int64_t bp_overflow_levels(const bp_season_t *s, int64_t total_xp);
 
+/**
+ * The bonus levels a player crosses going from @p old_total to @p new_total XP: those k with
+ * bp_overflow_levels(old) < k <= bp_overflow_levels(new), each granted once as level
+ * max_level + k. Bonus levels whose number max_level + k would not fit an int32 are never
+ * counted.
+ * @param first_k out: the first bonus level crossed (k >= 1), when the result is > 0
+ * @return how many (0 with BP_OVERFLOW_NONE, or when @p new_total <= @p old_total).
+ */
+int64_t bp_overflow_crossed(const bp_season_t *s, int64_t old_total, int64_t new_total,
+                            int64_t *first_k);
+
 /** @return true when an event of season @p s may still change progress when processed at
  *  @p now_ms: now < ends_at + late_grace_ms. */
 bool bp_season_accepts(const bp_season_t *s, int64_t now_ms);

@@ -1,7 +1,9 @@
 /** @file The batch-apply transaction: fenced offsets, event-id dedupe, progress upsert,
- *  level-ups to the outbox and autoClaim grants, all in one PostgreSQL transaction. */
+ *  level-ups to the outbox, autoClaim grants and overflow bonus-level grants, all in one
+ *  PostgreSQL transaction. */
 #include "store/pg.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,11 +363,28 @@ out:
     return err;
 }
 
-/* Rewards to grant by autoClaim, collected over a batch. */
+/* Rewards to grant automatically (autoClaim levels and overflow bonus levels), collected
+ * over a batch. */
 typedef struct {
-    bp_grant_req_t *items;
+    bp_grant_row_t *items;
     size_t n, cap;
 } grant_reqs_t;
+
+/* Make room for @p more rows in @p q. */
+static bp_err_t grants_reserve(grant_reqs_t *q, size_t more)
+{
+    if (q->n + more <= q->cap)
+        return BP_OK;
+    size_t cap = q->cap ? q->cap : 64;
+    while (cap < q->n + more)
+        cap *= 2;
+    bp_grant_row_t *p = realloc(q->items, cap * sizeof(*p));
+    if (!p)
+        return BP_ENOMEM;
+    q->items = p;
+    q->cap = cap;
+    return BP_OK;
+}
 
 /* Queue the rewards a player unlocked going from @p old_level to @p new_level. */
 static bp_err_t add_auto_grants(grant_reqs_t *q, const bp_season_t *s, const char *player_id,
@@ -374,25 +393,41 @@ static bp_err_t add_auto_grants(grant_reqs_t *q, const bp_season_t *s, const cha
     if (new_level <= old_level)
         return BP_OK;
     size_t n = bp_rewards_unlocked(s, old_level, new_level, premium, NULL, 0);
-    if (q->n + n > q->cap) {
-        size_t cap = q->cap ? q->cap : 64;
-        while (cap < q->n + n)
-            cap *= 2;
-        bp_grant_req_t *p = realloc(q->items, cap * sizeof(*p));
-        if (!p)
-            return BP_ENOMEM;
-        q->items = p;
-        q->cap = cap;
-    }
+    if (grants_reserve(q, n) != BP_OK)
+        return BP_ENOMEM;
     size_t idx[256];
     size_t *all = n <= 256 ? idx : malloc(n * sizeof(*all));
     if (!all)
         return BP_ENOMEM;
     bp_rewards_unlocked(s, old_level, new_level, premium, all, n);
-    for (size_t i = 0; i < n; i++)
-        q->items[q->n++] = (bp_grant_req_t){player_id, s, all[i]};
+    for (size_t i = 0; i < n; i++) {
+        const bp_reward_t *r = &s->rewards[all[i]];
+        q->items[q->n++] = (bp_grant_row_t){player_id, s, r, r->level};
+    }
     if (all != idx)
         free(all);
+    return BP_OK;
+}
+
+/*
+ * Queue the overflow reward once per bonus level crossed going from @p old_total to
+ * @p new_total XP (core bp_overflow_crossed), at level max_level + k: granted as reached,
+ * whatever autoClaim says. A premium-tier overflow reward needs @p premium at that moment;
+ * without it nothing is queued, and buying premium later does not bring it back.
+ */
+static bp_err_t add_overflow_grants(grant_reqs_t *q, const bp_season_t *s, const char *player_id,
+                                    int64_t old_total, int64_t new_total, bool premium)
+{
+    int64_t first = 0;
+    int64_t n = bp_overflow_crossed(s, old_total, new_total, &first);
+    if (n <= 0 || (s->overflow_reward.tier == BP_TIER_PREMIUM && !premium))
+        return BP_OK;
+    if ((uint64_t)n > SIZE_MAX / sizeof(bp_grant_row_t) / 2 ||
+        grants_reserve(q, (size_t)n) != BP_OK)
+        return BP_ENOMEM;
+    for (int64_t k = first; k < first + n; k++)
+        q->items[q->n++] =
+            (bp_grant_row_t){player_id, s, &s->overflow_reward, (int32_t)(s->max_level + k)};
     return BP_OK;
 }
 
@@ -513,16 +548,23 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
                 PQclear(res);
                 goto out;
             }
+            bool premium = PQgetvalue(res, row, 3)[0] == 't';
             if (b->seasons[si].auto_claim) {
                 int32_t old_level =
                     inserted ? 0 : bp_level_for_xp(&b->seasons[si], total - g->delta).level;
                 err = add_auto_grants(&grants, &b->seasons[si], g->player_id, old_level,
-                                      bp_level_for_xp(&b->seasons[si], total).level,
-                                      PQgetvalue(res, row, 3)[0] == 't');
+                                      bp_level_for_xp(&b->seasons[si], total).level, premium);
                 if (err != BP_OK) {
                     PQclear(res);
                     goto out;
                 }
+            }
+            /* Bonus levels past max level: no LevelUp (levels stay capped), only grants. */
+            err = add_overflow_grants(&grants, &b->seasons[si], g->player_id, total - g->delta,
+                                      total, premium);
+            if (err != BP_OK) {
+                PQclear(res);
+                goto out;
             }
             bp_progress_change_t *ch = &r->changes[r->n_changes++];
             memcpy(ch->player_id, g->player_id, strlen(g->player_id) + 1);
@@ -597,8 +639,8 @@ bp_err_t bp_pg_apply_batch(bp_pg_t *pg, const bp_batch_t *b, bp_batch_result_t *
 
     if (grants.n > 0) {
         bp_grants_t done = {0};
-        err = bp_pg_grants_insert(pg, grants.items, grants.n, "auto", "worker", b->rewards_topic,
-                                  &done);
+        err = bp_pg_grant_rows_insert(pg, grants.items, grants.n, "auto", "worker",
+                                      b->rewards_topic, &done);
         r->auto_grants = done.n;
         bp_grants_fini(&done);
         if (err != BP_OK)

@@ -152,6 +152,30 @@ static void copy_str(char *dst, size_t len, const char *src)
 bp_err_t bp_pg_grants_insert(bp_pg_t *pg, const bp_grant_req_t *reqs, size_t n, const char *source,
                              const char *actor, const char *topic, bp_grants_t *out)
 {
+    if (n == 0)
+        return BP_OK;
+    bp_grant_row_t *rows = malloc(n * sizeof(*rows));
+    if (!rows)
+        return BP_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const bp_season_t *s = reqs[i].season;
+        if (!s || reqs[i].reward_idx >= s->n_rewards) {
+            BP_LOG_ERROR("grant refused: bad request row", "\"row\":%zu", i);
+            free(rows);
+            return BP_EFATAL; /* a caller's bug: nothing sent */
+        }
+        const bp_reward_t *r = &s->rewards[reqs[i].reward_idx];
+        rows[i] = (bp_grant_row_t){reqs[i].player_id, s, r, r->level};
+    }
+    bp_err_t err = bp_pg_grant_rows_insert(pg, rows, n, source, actor, topic, out);
+    free(rows);
+    return err;
+}
+
+bp_err_t bp_pg_grant_rows_insert(bp_pg_t *pg, const bp_grant_row_t *reqs, size_t n,
+                                 const char *source, const char *actor, const char *topic,
+                                 bp_grants_t *out)
+{
     enum { N_ARR = 8 };
     bp_sbuf_t a[N_ARR] = {{0}};
     char gid[sizeof(((bp_grant_t *)0)->grant_id)];
@@ -179,13 +203,13 @@ bp_err_t bp_pg_grants_insert(bp_pg_t *pg, const bp_grant_req_t *reqs, size_t n, 
         bp_arr_open(&a[k]);
     for (size_t i = 0; i < n; i++) {
         const bp_season_t *s = reqs[i].season;
-        if (!s || !reqs[i].player_id || reqs[i].reward_idx >= s->n_rewards) {
+        const bp_reward_t *r = reqs[i].reward;
+        if (!s || !r || !reqs[i].player_id || reqs[i].level < 1) {
             BP_LOG_ERROR("grant refused: bad request row", "\"row\":%zu", i);
             err = BP_EFATAL; /* a caller's bug: nothing sent */
             goto out;
         }
-        const bp_reward_t *r = &s->rewards[reqs[i].reward_idx];
-        if (bp_grant_id(gid, sizeof(gid), s->id, reqs[i].player_id, r->level, r->tier,
+        if (bp_grant_id(gid, sizeof(gid), s->id, reqs[i].player_id, reqs[i].level, r->tier,
                         r->reward_id) != BP_OK) {
             BP_LOG_ERROR("grant refused: grant id does not fit", "\"row\":%zu", i);
             err = BP_EFATAL;
@@ -193,7 +217,7 @@ bp_err_t bp_pg_grants_insert(bp_pg_t *pg, const bp_grant_req_t *reqs, size_t n, 
         }
         bp_arr_text(&a[0], reqs[i].player_id);
         bp_arr_text(&a[1], s->id);
-        bp_arr_int(&a[2], r->level);
+        bp_arr_int(&a[2], reqs[i].level);
         bp_arr_text(&a[3], bp_tier_str(r->tier));
         bp_arr_text(&a[4], r->reward_id);
         bp_arr_text(&a[5], r->item_id);

@@ -20,6 +20,16 @@ typedef struct {
     size_t reward_idx; /**< into season->rewards */
 } bp_grant_req_t;
 
+/** A reward to grant at an explicit level (one row of the grant statement): what
+ *  bp_grant_req_t resolves to, and how overflow bonus levels are granted (the season's
+ *  overflow_reward at level max_level + k). */
+typedef struct {
+    const char *player_id;
+    const bp_season_t *season;
+    const bp_reward_t *reward; /**< borrowed; its level field is ignored */
+    int32_t level;             /**< the level granted at (>= 1): claim row, grant id, event */
+} bp_grant_row_t;
+
 /** A reward actually granted by a call (not granted before). */
 typedef struct {
     char grant_id[4 * BP_ID_MAX + 32];
@@ -52,6 +62,17 @@ void bp_grants_fini(bp_grants_t *g);
  */
 bp_err_t bp_pg_grants_insert(bp_pg_t *pg, const bp_grant_req_t *reqs, size_t n, const char *source,
                              const char *actor, const char *topic, bp_grants_t *out) BP_MUSTCHECK;
+
+/**
+ * bp_pg_grants_insert() for rows naming their reward and level explicitly (e.g. overflow
+ * bonus levels, whose reward is not in season->rewards). Same statement, same guarantees:
+ * the claims' primary key (player, season, level, tier, rewardId) skips what was granted.
+ * @return as bp_pg_grants_insert(); BP_EFATAL for a row without player, season or reward,
+ *         or with level < 1 (a caller's bug: nothing sent).
+ */
+bp_err_t bp_pg_grant_rows_insert(bp_pg_t *pg, const bp_grant_row_t *rows, size_t n,
+                                 const char *source, const char *actor, const char *topic,
+                                 bp_grants_t *out) BP_MUSTCHECK;
 
 /** A player's standing in a season, for reward states. */
 typedef struct {

@@ -1,7 +1,7 @@
 /** @file The worker's reward duties on real services: autoClaim grants as XP events raise
  *  levels, premium passes from the premium topic (idempotent, conflicts to the DLQ, premium
- *  rewards of levels already reached), RewardGrant events on the topic, and the late-event
- *  grace window of ended seasons. */
+ *  rewards of levels already reached), RewardGrant events on the topic, the late-event
+ *  grace window of ended seasons, and overflow bonus levels past the last level. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -156,8 +156,10 @@ static long long claims_of(const char *player, const char *source)
     return it_sql_int(&env, sql);
 }
 
-/* Distinct grantIds of RewardGrant events on the topic for @p player. */
-static size_t grants_on_topic(const char *player, long long want)
+/* Distinct grantIds of RewardGrant events on the topic for @p player (only those of
+ * @p reward_id unless NULL; when @p ids is set, the first @p cap ids are copied there). */
+static size_t grants_on_topic_of(const char *player, const char *reward_id, long long want,
+                                 char (*ids_out)[160], size_t cap)
 {
     size_t distinct = 0;
     for (int attempt = 0; attempt < 30; attempt++) {
@@ -176,6 +178,11 @@ static size_t grants_on_topic(const char *player, long long want)
             json_t *o = json_loads(json, 0, NULL);
             free(json);
             const char *gid = json_string_value(json_object_get(o, "grantId"));
+            const char *rid = json_string_value(json_object_get(o, "rewardId"));
+            if (reward_id && (!rid || strcmp(rid, reward_id) != 0)) {
+                json_decref(o);
+                continue;
+            }
             bool seen = false;
             for (size_t j = 0; j < k && !seen; j++)
                 seen = strcmp(ids[j], gid) == 0;
@@ -184,6 +191,8 @@ static size_t grants_on_topic(const char *player, long long want)
             json_decref(o);
         }
         it_msgs_free(msgs, n);
+        for (size_t j = 0; ids_out && j < k && j < cap; j++)
+            snprintf(ids_out[j], sizeof(ids_out[j]), "%s", ids[j]);
         it_strv_free(ids, k);
         distinct = k;
         if ((long long)distinct >= want)
@@ -191,6 +200,11 @@ static size_t grants_on_topic(const char *player, long long want)
         sleep(1);
     }
     return distinct;
+}
+
+static size_t grants_on_topic(const char *player, long long want)
+{
+    return grants_on_topic_of(player, NULL, want, NULL, 0);
 }
 
 static void test_auto_claim_and_premium(void **state)
@@ -329,12 +343,90 @@ static void test_season_end_grants(void **state)
     assert_int_equal(grants_on_topic(player, want), (size_t)want);
 }
 
+/* The overflow reward's claim rows of @p player: count, or levels as a number (sum of
+ * 10^(level - max - 1) for each row: 111 is max+1..max+3 once each). */
+static long long overflow_claims(const char *player, bool as_levels)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT CASE WHEN %d = 1 THEN COALESCE(sum(power(10, level - %d - 1)), 0)::bigint"
+             " ELSE count(*) END FROM reward_claims WHERE player_id = '%s'"
+             " AND season_id = 's-auto' AND reward_id = '%s' AND level > %d AND source = 'auto'",
+             as_levels ? 1 : 0, (int)season.max_level, player, season.overflow_reward.reward_id,
+             (int)season.max_level);
+    return it_sql_int(&env, sql);
+}
+
+static void test_overflow_bonus_levels(void **state)
+{
+    (void)state;
+    if (!env.bootstrap)
+        skip();
+    /* s-auto keeps the sample's overflow: a free bonus chest every xpPerLevel XP past the
+     * last level (xpTotal[100] = 341550, every 25,000). */
+    assert_int_equal(season.overflow, BP_OVERFLOW_BONUS_LEVELS);
+    assert_int_equal(season.overflow_reward.tier, BP_TIER_FREE);
+    int64_t top = season.xp_total[season.max_level], per = season.overflow_xp_per_level;
+    assert_true(top + per + per / 2 <= 1000000 && 2 * per <= 1000000);
+    char player[64], sql[320];
+    snprintf(player, sizeof(player), "%sF", prefix);
+    snprintf(sql, sizeof(sql),
+             "SELECT total_xp FROM player_progress WHERE player_id = '%s' AND season_id = "
+             "'s-auto'",
+             player);
+
+    /* Batch 1: past max level and one bonus level and a half. */
+    int64_t t1 = top + per + per / 2;
+    produce_xp(player, "f1", (int32_t)t1, it_now_ms());
+    assert_int_equal(wait_sql(sql, t1), t1);
+    assert_int_equal(overflow_claims(player, true), 1);
+
+    /* Batch 2: two more thresholds (bonus levels 2 and 3) in one event. */
+    int64_t t2 = t1 + 2 * per;
+    produce_xp(player, "f2", (int32_t)(2 * per), it_now_ms());
+    assert_int_equal(wait_sql(sql, t2), t2);
+    assert_int_equal(overflow_claims(player, false), 3);
+    assert_int_equal(overflow_claims(player, true), 111); /* max+1, max+2, max+3 once each */
+    /* Levels stay capped: no LevelUp past max level. */
+    char q[320];
+    snprintf(q, sizeof(q),
+             "SELECT level FROM player_progress WHERE player_id = '%s' AND season_id = 's-auto'",
+             player);
+    assert_int_equal(it_sql_int(&env, q), season.max_level);
+
+    /* Every bonus grant reached the topic, with its own grant id (level max + k). */
+    char got[8][160];
+    assert_int_equal(grants_on_topic_of(player, season.overflow_reward.reward_id, 3, got, 8),
+                     (size_t)3);
+    for (int32_t k = 1; k <= 3; k++) {
+        char want[160];
+        assert_int_equal(bp_grant_id(want, sizeof(want), "s-auto", player, season.max_level + k,
+                                     BP_TIER_FREE, season.overflow_reward.reward_id),
+                         BP_OK);
+        bool found = false;
+        for (int j = 0; j < 3 && !found; j++)
+            found = strcmp(got[j], want) == 0;
+        assert_true(found);
+    }
+
+    /* Replayed events change nothing; a 1 XP event behind them tells they were seen. */
+    produce_xp(player, "f1", (int32_t)t1, it_now_ms());
+    produce_xp(player, "f2", (int32_t)(2 * per), it_now_ms());
+    produce_xp(player, "f3", 1, it_now_ms());
+    assert_int_equal(wait_sql(sql, t2 + 1), t2 + 1);
+    assert_int_equal(overflow_claims(player, false), 3);
+    assert_int_equal(overflow_claims(player, true), 111);
+    assert_int_equal(grants_on_topic_of(player, season.overflow_reward.reward_id, 3, NULL, 0),
+                     (size_t)3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_auto_claim_and_premium),
         cmocka_unit_test(test_late_events),
         cmocka_unit_test(test_season_end_grants),
+        cmocka_unit_test(test_overflow_bonus_levels),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

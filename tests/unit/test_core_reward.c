@@ -1,5 +1,6 @@
 /** @file Unit tests of core/reward: states, claim decisions, unlocks, grant ids, purchases,
- *  boosts, daily caps, overflow levels and late grace, each as a table of boundary cases. */
+ *  boosts, daily caps, overflow levels (earned and crossed) and late grace, each as a table
+ *  of boundary cases. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -576,6 +577,49 @@ static void test_overflow(void **state)
     bp_season_fini(&s);
 }
 
+static void test_overflow_crossed(void **state)
+{
+    /* Fixture: max level 5 at 700 XP; bonus level k at 700 + k * per_level. */
+    static const struct {
+        bp_overflow_t policy;
+        int64_t per_level, old_total, new_total, count, first;
+    } cases[] = {
+        {BP_OVERFLOW_NONE, 1000, 0, 100000, 0, -1},
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 0, 700, 0, -1},  /* reaching max level only */
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 0, 1699, 0, -1}, /* one XP short */
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 0, 1700, 1, 1},  /* exactly the first threshold */
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, -5, 1700, 1, 1}, /* a negative total counts as 0 */
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 1699, 1700, 1, 1},
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 1700, 1700, 0, -1}, /* no XP: nothing new */
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 1700, 2699, 0, -1},
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 1700, 2700, 1, 2},
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 1500, 4700, 4, 1}, /* several at once */
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 2700, 5699, 2, 3},
+        {BP_OVERFLOW_BONUS_LEVELS, 1000, 5000, 2000, 0, -1}, /* going down: nothing */
+        {BP_OVERFLOW_BONUS_LEVELS, 1, 700, 701, 1, 1},
+        {BP_OVERFLOW_BONUS_LEVELS, 1, 0, INT64_MAX, (int64_t)INT32_MAX - 5, 1}, /* level fits */
+        {BP_OVERFLOW_BONUS_LEVELS, 1, INT64_MAX - 1, INT64_MAX, 0, -1},         /* past INT32_MAX */
+        {BP_OVERFLOW_BONUS_LEVELS, 0, 0, 5000, 0, -1}, /* invalid: none rather than a crash */
+        {BP_OVERFLOW_BONUS_LEVELS, -10, 0, 5000, 0, -1},
+    };
+    bp_season_t s;
+    (void)state;
+    make_season(&s);
+    for (size_t i = 0; i < COUNT(cases); i++) {
+        s.overflow = cases[i].policy;
+        s.overflow_xp_per_level = cases[i].per_level;
+        int64_t first = -1;
+        int64_t got = bp_overflow_crossed(&s, cases[i].old_total, cases[i].new_total, &first);
+        if (got != cases[i].count || first != cases[i].first)
+            fail_msg("case %zu: expected %lld from %lld, got %lld from %lld", i,
+                     (long long)cases[i].count, (long long)cases[i].first, (long long)got,
+                     (long long)first);
+        if (bp_overflow_crossed(&s, cases[i].old_total, cases[i].new_total, NULL) != got)
+            fail_msg("case %zu: differs without first_k", i);
+    }
+    bp_season_fini(&s);
+}
+
 static void test_season_accepts(void **state)
 {
     static const struct {
@@ -619,6 +663,7 @@ int main(void)
         cmocka_unit_test(test_boost),
         cmocka_unit_test(test_daily_cap),
         cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_overflow_crossed),
         cmocka_unit_test(test_season_accepts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
