@@ -273,9 +273,11 @@ static bp_err_t validate_options(const bp_season_t *s, char *why, size_t why_len
     case BP_OVERFLOW_NONE:
         return BP_OK;
     case BP_OVERFLOW_BONUS_LEVELS:
-        if (s->overflow_xp_per_level < 1 || s->overflow_xp_per_level > BP_OPTION_XP_MAX)
-            return fail(why, why_len, "overflow.xpPerLevel %lld is out of range 1..%lld",
-                        (long long)s->overflow_xp_per_level, (long long)BP_OPTION_XP_MAX);
+        if (s->overflow_xp_per_level < BP_OVERFLOW_XP_MIN ||
+            s->overflow_xp_per_level > BP_OPTION_XP_MAX)
+            return fail(why, why_len, "overflow.xpPerLevel %lld is out of range %lld..%lld",
+                        (long long)s->overflow_xp_per_level, (long long)BP_OVERFLOW_XP_MIN,
+                        (long long)BP_OPTION_XP_MAX);
         return validate_reward_fields(&s->overflow_reward, "overflow.reward", why, why_len);
     }
     return fail(why, why_len, "overflow.policy %d is neither none nor bonusLevels",

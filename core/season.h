@@ -31,6 +31,9 @@ typedef struct {
 #define BP_WINDOW_MS_MAX (INT64_C(365) * 24 * 3600 * 1000)
 /** Largest daily XP cap and XP per overflow bonus level. */
 #define BP_OPTION_XP_MAX INT64_C(1000000000)
+/** Fewest XP per overflow bonus level: one event (at most BP_XP_AMOUNT_MAX XP) then crosses
+ *  at most 1000 bonus levels, each a grant row. */
+#define BP_OVERFLOW_XP_MIN INT64_C(1000)
 
 /** Most boost windows one season may declare, and reasons one boost may name. */
 #define BP_BOOSTS_MAX 16
@@ -92,8 +95,8 @@ void bp_season_fini(bp_season_t *s);
  * BP_WINDOW_MS_MAX, 0 <= daily_xp_cap <= BP_OPTION_XP_MAX, n_boosts <= BP_BOOSTS_MAX, each
  * boost with ends > starts, BP_BOOST_PCT_MIN <= multiplier_pct <= BP_BOOST_PCT_MAX and up to
  * BP_BOOST_REASONS_MAX reasons of 1..BP_REASON_MAX printable ASCII; overflow a known policy, and
- * with bonus levels 0 < overflow_xp_per_level <= BP_OPTION_XP_MAX and a valid overflow_reward
- * (rewardId, itemId, quantity > 0, tier; its level is not checked).
+ * with bonus levels BP_OVERFLOW_XP_MIN <= overflow_xp_per_level <= BP_OPTION_XP_MAX and a valid
+ * overflow_reward (rewardId, itemId, quantity > 0, tier; its level is not checked).
  * @return BP_OK, or BP_EINVAL with a message naming the problem written to @p why
  *         (e.g. "levels[3].xpTotal 100 is not greater than level 2's 100").
  */

@@ -471,8 +471,8 @@ static bool parse_overflow(json_t *root, bp_season_t *s, char *why, size_t why_l
         return only_known(o, "overflow", known_none, 1, "policy (with policy \"none\")", why,
                           why_len);
     if (!only_known(o, "overflow", known_bonus, 3, "policy, xpPerLevel, reward", why, why_len) ||
-        !get_int(o, "overflow.", "xpPerLevel", 1, BP_OPTION_XP_MAX, &s->overflow_xp_per_level, why,
-                 why_len))
+        !get_int(o, "overflow.", "xpPerLevel", BP_OVERFLOW_XP_MIN, BP_OPTION_XP_MAX,
+                 &s->overflow_xp_per_level, why, why_len))
         return false;
     json_t *r = member(o, "overflow.", "reward", why, why_len);
     return r && parse_reward(r, "overflow.reward", 0, &s->overflow_reward, why, why_len);

@@ -391,10 +391,16 @@ static void m_overflow_xp_big(bp_season_t *s)
     m_options_ok(s);
     s->overflow_xp_per_level = 1000000001;
 }
-static void m_overflow_xp_1(bp_season_t *s)
+static void m_overflow_xp_999(bp_season_t *s)
 {
     m_options_ok(s);
-    s->overflow_xp_per_level = 1;
+    s->overflow_xp_per_level = 999;
+}
+
+static void m_overflow_xp_1000(bp_season_t *s)
+{
+    m_options_ok(s);
+    s->overflow_xp_per_level = 1000;
 }
 static void m_overflow_reward_id(bp_season_t *s)
 {
@@ -509,10 +515,12 @@ static void test_validate(void **state)
          "xpBoosts[1].reasons[1] \"tab?here?\" is not 1..64 characters of printable ASCII"},
         {"overflow none ignores the rest", m_overflow_ok_none, NULL},
         {"overflow xpPerLevel 0", m_overflow_xp0,
-         "overflow.xpPerLevel 0 is out of range 1..1000000000"},
-        {"overflow xpPerLevel 1", m_overflow_xp_1, NULL},
+         "overflow.xpPerLevel 0 is out of range 1000..1000000000"},
+        {"overflow xpPerLevel 999", m_overflow_xp_999,
+         "overflow.xpPerLevel 999 is out of range 1000..1000000000"},
+        {"overflow xpPerLevel 1000", m_overflow_xp_1000, NULL},
         {"overflow xpPerLevel too big", m_overflow_xp_big,
-         "overflow.xpPerLevel 1000000001 is out of range 1..1000000000"},
+         "overflow.xpPerLevel 1000000001 is out of range 1000..1000000000"},
         {"overflow rewardId empty", m_overflow_reward_id,
          "overflow.reward.rewardId \"\" is not 1..64 characters of [A-Za-z0-9._:@-]"},
         {"overflow itemId bad", m_overflow_item_id,

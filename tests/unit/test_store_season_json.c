@@ -704,29 +704,32 @@ static const bad_case_t bad_options[] = {
      "missing field \"overflow.xpPerLevel\""},
     {"overflow xpPerLevel 0",
      OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":0,\"reward\":" OREWARD "}"),
-     "overflow.xpPerLevel 0 is not between 1 and 1000000000"},
+     "overflow.xpPerLevel 0 is not between 1000 and 1000000000"},
+    {"overflow xpPerLevel 999",
+     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":999,\"reward\":" OREWARD "}"),
+     "overflow.xpPerLevel 999 is not between 1000 and 1000000000"},
     {"overflow xpPerLevel a string",
      OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":\"10\",\"reward\":" OREWARD "}"),
      "overflow.xpPerLevel \"10\" is not an integer"},
-    {"overflow bonus without reward", OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":10}"),
+    {"overflow bonus without reward", OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":1000}"),
      "missing field \"overflow.reward\""},
     {"overflow reward not an object",
-     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":10,\"reward\":[]}"),
+     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":1000,\"reward\":[]}"),
      "overflow.reward [...] is not an object"},
     {"overflow reward tier",
-     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":10,\"reward\":{\"tier\":\"gold\","
+     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":1000,\"reward\":{\"tier\":\"gold\","
          "\"rewardId\":\"b\",\"itemId\":\"c\",\"quantity\":1}}"),
      "overflow.reward.tier \"gold\" is not one of free, premium"},
     {"overflow reward id",
-     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":10,\"reward\":{\"tier\":\"free\","
+     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":1000,\"reward\":{\"tier\":\"free\","
          "\"rewardId\":\"b c\",\"itemId\":\"c\",\"quantity\":1}}"),
      "overflow.reward.rewardId \"b c\" is not a valid id"},
     {"overflow reward without itemId",
-     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":10,\"reward\":{\"tier\":\"free\","
+     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":1000,\"reward\":{\"tier\":\"free\","
          "\"rewardId\":\"b\",\"quantity\":1}}"),
      "missing field \"overflow.reward.itemId\""},
     {"overflow reward quantity 0",
-     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":10,\"reward\":{\"tier\":\"free\","
+     OVF("{\"policy\":\"bonusLevels\",\"xpPerLevel\":1000,\"reward\":{\"tier\":\"free\","
          "\"rewardId\":\"b\",\"itemId\":\"c\",\"quantity\":0}}"),
      "overflow.reward.quantity 0 is not between 1 and 2147483647"},
     {"overflow member misspelt",
