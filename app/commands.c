@@ -202,7 +202,8 @@ int bp_cmd_season_import(const bp_config_t *cfg, const char *path, int starts_no
     }
     if (starts_now) {
         int64_t duration = s.ends_at_ms - s.starts_at_ms;
-        int64_t shift = wall_ms() / 1000 * 1000 - s.starts_at_ms;
+        /* to the millisecond: events that happened before the import stay outside it */
+        int64_t shift = wall_ms() - s.starts_at_ms;
         s.starts_at_ms += shift;
         s.ends_at_ms = s.starts_at_ms + duration;
         /* boost windows keep their place within the season */
