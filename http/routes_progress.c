@@ -247,8 +247,16 @@ static void post_levels(bp_http_req_t *req)
                     "\"seasonId\":\"%s\",\"transactionId\":\"%s\",\"count\":%d,\"paidXp\":%lld,"
                     "\"autoGrants\":%zu",
                     s->id, b.transaction_id, (int)b.count, (long long)row.paid_xp, g.n);
-    /* The committed row replaces a cached one with less XP; paidXp only moves up. */
+    /* As after a batch: the cached total rises and the change is published to the event
+     * streams; then the fill adds paidXp (which only moves up). */
     bp_cache_t *cache = bp_http_req_cache(req);
+    if (cache && result == BP_PURCHASE_DONE) {
+        const char *season_ids[1] = {s->id};
+        bp_progress_change_t ch = {.season_idx = 0, .total_xp = row.total_xp, .level = row.level};
+        snprintf(ch.player_id, sizeof(ch.player_id), "%s", player_id);
+        if (bp_cache_put_progress(cache, season_ids, &ch, 1, req->now_ms) != BP_OK)
+            BP_LOG_DEBUG("level purchase not published", NULL);
+    }
     if (cache && bp_cache_fill_progress(cache, s->id, player_id, &row) != BP_OK)
         BP_LOG_DEBUG("level purchase not written to the progress cache", NULL);
     reply_progress(req, s, player_id, &row);

@@ -590,6 +590,36 @@ static void test_premium_rewards(void **state)
     free(token);
 }
 
+/* A level purchase is a progress change like any other: it reaches the stream at once. */
+static void test_purchase_reaches_stream(void **state)
+{
+    (void)state;
+    skip_without_services();
+    char player[BP_ID_MAX + 1], path[256], body[256], out[4096];
+    player_name(player, sizeof(player), "buyer");
+    snprintf(path, sizeof(path), "/progress/%s/stream", player);
+    sse_t *s = calloc(1, sizeof(*s));
+    assert_true(sse_open(s, HTTP_PORT, path, service_token));
+    assert_int_equal(s->status, 200);
+    json_t *o = expect_event(s, "progress", EVENT_WAIT_MS);
+    assert_int_equal(jint(o, "totalXp"), 0);
+    json_decref(o);
+    snprintf(path, sizeof(path), "/progress/%s/levels", player);
+    snprintf(body, sizeof(body), "{\"count\":2,\"transactionId\":\"%sbuy\"}", prefix);
+    int64_t t0 = it_now_ms();
+    int st = it_http(HTTP_PORT, "POST", path, service_token, NULL, body, out, sizeof(out), NULL, 0);
+    if (st != 200)
+        fail_msg("purchase: %d %s", st, out);
+    o = expect_event(s, "progress", EVENT_WAIT_MS);
+    printf("purchase → progress event: %lld ms\n", (long long)(it_now_ms() - t0));
+    assert_int_equal(jint(o, "totalXp"), season.xp_total[3]);
+    assert_int_equal(jint(o, "currentLevel"), 3);
+    json_decref(o);
+    expect_level_up(s, 1, 3, season.xp_total[3]);
+    sse_close(s);
+    free(s);
+}
+
 static void test_access_rules(void **state)
 {
     (void)state;
@@ -885,6 +915,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_progress_level_up_rewards),
         cmocka_unit_test(test_premium_rewards),
+        cmocka_unit_test(test_purchase_reaches_stream),
         cmocka_unit_test(test_access_rules),
         cmocka_unit_test(test_clients_going_away),
         cmocka_unit_test(test_limit_and_gone_clients),
