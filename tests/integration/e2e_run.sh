@@ -12,7 +12,7 @@ if [ -z "${BP_PG_DSN:-}" ] || [ -z "${BP_KAFKA_BOOTSTRAP:-}" ] || [ -z "${BP_BAT
 fi
 
 db=it_e2e
-port=${BP_E2E_HTTP_PORT:-58183}
+port=${BP_E2E_HTTP_PORT:-23183}
 base=${BP_PG_DSN%/*}
 psql -q "$base/postgres" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" || exit 1
 export BP_PG_DSN=$base/$db

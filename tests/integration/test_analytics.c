@@ -23,7 +23,7 @@
 #include "core/timefmt.h"
 #include "tests/integration/support.h"
 
-#define HTTP_PORT 58189
+#define HTTP_PORT 23189
 #define DAY_MS 86400000LL
 #define HOUR_MS 3600000LL
 #define N_PLAYERS 50

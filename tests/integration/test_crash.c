@@ -20,7 +20,7 @@
 #define PLAYERS 1000
 #define EVENTS_PER_ROUND 8000
 #define KILLS 4
-#define HTTP_PORT 58182
+#define HTTP_PORT 23182
 
 static it_env_t env;
 static bp_season_t season;

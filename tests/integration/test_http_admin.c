@@ -20,7 +20,7 @@
 #include "core/timefmt.h"
 #include "tests/integration/support.h"
 
-#define HTTP_PORT 58185
+#define HTTP_PORT 23185
 /* Low enough for a quick test of the limit; the default is 100. */
 #define GRANTS_PER_MINUTE 5
 #define STR_(x) #x

@@ -23,7 +23,7 @@
 #include "producers/codec.h"
 #include "tests/integration/support.h"
 
-#define HTTP_PORT 58187
+#define HTTP_PORT 23187
 #define BODY_MAX (1 << 16)
 #define WAIT_MS 60000
 #define HISTORY_EVENTS 45

@@ -23,7 +23,7 @@
 #include "producers/codec.h"
 #include "tests/integration/support.h"
 
-#define HTTP_PORT 58184
+#define HTTP_PORT 23184
 #define CONCURRENT 50
 #define BODY_MAX (1 << 16)
 

@@ -32,8 +32,8 @@
 #include "store/cache.h"
 #include "tests/integration/support.h"
 
-#define HTTP_PORT 58188
-#define HTTP_PORT_B 58288 /* the second instance; 5818x/5819x belong to other tests */
+#define HTTP_PORT 23188
+#define HTTP_PORT_B 23288 /* the second instance; 2318x/2319x belong to other tests */
 #define BUF_MAX (1 << 16)
 /** Longest wait for one event; the target is well under a second. */
 #define EVENT_WAIT_MS 5000

@@ -17,7 +17,7 @@
 
 #include "tests/integration/support.h"
 
-#define HTTP_PORT 58191
+#define HTTP_PORT 23191
 #define OPEN_IN_MS 12000 /* the season starts this long after setup ... */
 #define LASTS_MS 8000    /* ... and lasts this long */
 

@@ -23,7 +23,7 @@
 #define PLAYERS 200
 #define EVENTS 3000
 #define OUTSIDE 20 /* events outside every season: recorded, no progress */
-#define HTTP_PORT 58181
+#define HTTP_PORT 23181
 
 static it_env_t env;
 static bp_season_t season;

@@ -26,7 +26,7 @@
 #include "store/rewards.h"
 #include "tests/integration/support.h"
 
-#define HTTP_PORT 58190 /* unused: this test starts no daemon */
+#define HTTP_PORT 23190 /* unused: this test starts no daemon */
 #define TOPIC "battlepass.reward-grants"
 #define ACTOR "it-tester"
 #define AUTO_ID "rw-auto"

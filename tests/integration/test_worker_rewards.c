@@ -21,7 +21,7 @@
 #include "producers/codec.h"
 #include "tests/integration/support.h"
 
-#define HTTP_PORT 58186
+#define HTTP_PORT 23186
 #define HOUR_MS (3600LL * 1000)
 #define DAY_MS (24 * HOUR_MS)
 
