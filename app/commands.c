@@ -86,6 +86,8 @@ int bp_cmd_serve(const bp_config_t *cfg)
         .openapi_path = openapi,
         .xp_grants_per_minute = (int)cfg->xp_grants_per_minute,
         .levelup_topic = cfg->topic_levelups,
+        .jwt_alg = cfg->jwt_alg,
+        .jwt_rs256_public_key = cfg->jwt_rs256_public_key,
     };
     if (bp_http_start(&hc, &http) != BP_OK)
         goto out;

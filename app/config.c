@@ -8,6 +8,10 @@
 #include <string.h>
 
 #include "app/log.h"
+#include "http/auth.h"
+
+/** Largest public key file read; a PEM RSA key of 8192 bits is under 2 KiB. */
+#define KEY_FILE_MAX 65536
 
 typedef enum { T_STR, T_INT } kind_t;
 
@@ -54,6 +58,11 @@ static const field_t fields[] = {
     {"BP_HTTP_THREADS", I(http_threads, 1, 64, "2", "HTTP worker threads")},
     {"BP_JWT_HS256_SECRET", S(jwt_hs256_secret, 0, "", true,
                               "HS256 key of the JWTs (at least 32 bytes; required by serve)")},
+    {"BP_JWT_ALG", S(jwt_alg, 1, "HS256", false,
+                     "the one accepted JWT algorithm: HS256 or RS256 (others answer 401)")},
+    {"BP_JWT_RS256_PUBLIC_KEY_FILE",
+     S(jwt_rs256_public_key_file, 0, "", false,
+       "PEM file of the RSA public key verifying RS256 JWTs (required when BP_JWT_ALG=RS256)")},
     {"BP_JWT_ISSUER", S(jwt_issuer, 0, "", false, "required `iss` of tokens (empty: not checked)")},
     {"BP_JWT_AUDIENCE",
      S(jwt_audience, 0, "", false, "required `aud` of tokens (empty: not checked)")},
@@ -89,6 +98,55 @@ void bp_config_fini(bp_config_t *cfg)
             free(*str_at(cfg, &fields[i]));
             *str_at(cfg, &fields[i]) = NULL;
         }
+    free(cfg->jwt_rs256_public_key);
+    cfg->jwt_rs256_public_key = NULL;
+}
+
+/** Read and check the RS256 public key named by BP_JWT_RS256_PUBLIC_KEY_FILE. */
+static bp_err_t load_public_key(bp_config_t *c, char *why, size_t why_len)
+{
+    const char *path = c->jwt_rs256_public_key_file;
+    bp_err_t err = BP_EINVAL;
+    char *buf = NULL;
+    FILE *f = NULL;
+
+    if (!*path) {
+        snprintf(why, why_len,
+                 "BP_JWT_RS256_PUBLIC_KEY_FILE: must name a PEM public key when BP_JWT_ALG=RS256");
+        goto out;
+    }
+    f = fopen(path, "rb");
+    buf = malloc(KEY_FILE_MAX + 1);
+    if (!buf) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    size_t n = f ? fread(buf, 1, KEY_FILE_MAX + 1, f) : 0;
+    if (!f || ferror(f)) {
+        snprintf(why, why_len, "BP_JWT_RS256_PUBLIC_KEY_FILE=%s: cannot be read: %s", path,
+                 strerror(errno));
+        goto out;
+    }
+    if (n > KEY_FILE_MAX) {
+        snprintf(why, why_len, "BP_JWT_RS256_PUBLIC_KEY_FILE=%s: larger than %d bytes", path,
+                 KEY_FILE_MAX);
+        goto out;
+    }
+    buf[n] = '\0';
+    const char *problem = strlen(buf) == n ? bp_auth_rs256_key_problem(buf) : "contains NUL";
+    if (problem) {
+        snprintf(why, why_len, "BP_JWT_RS256_PUBLIC_KEY_FILE=%s: not a usable RSA public key: %s",
+                 path, problem);
+        goto out;
+    }
+    c->jwt_rs256_public_key = buf;
+    buf = NULL;
+    err = BP_OK;
+out:
+    if (f)
+        fclose(f);
+    free(buf);
+    return err;
 }
 
 static bp_err_t parse_listen(bp_config_t *c, char *why, size_t why_len)
@@ -122,7 +180,16 @@ static bp_err_t check_extra(bp_config_t *c, int need_secret, char *why, size_t w
         snprintf(why, why_len, "BP_REDIS_URL: must start with redis://");
         return BP_EINVAL;
     }
-    if (need_secret && strlen(c->jwt_hs256_secret) < 32) {
+    bp_auth_alg_t alg;
+    if (bp_auth_alg_parse(c->jwt_alg, &alg) != 0) {
+        snprintf(why, why_len, "BP_JWT_ALG=%s: must be HS256 or RS256", c->jwt_alg);
+        return BP_EINVAL;
+    }
+    if (alg == BP_AUTH_ALG_RS256) {
+        bp_err_t err = load_public_key(c, why, why_len);
+        if (err != BP_OK)
+            return err;
+    } else if (need_secret && strlen(c->jwt_hs256_secret) < 32) {
         snprintf(why, why_len,
                  "BP_JWT_HS256_SECRET: must be set to at least 32 bytes (it signs the API's "
                  "tokens)");

@@ -34,11 +34,16 @@ typedef struct {
     /* derived from http_listen */
     char http_host[256];
     uint16_t http_port;
+    char *jwt_alg;                   /**< "HS256" or "RS256": the one accepted */
+    char *jwt_rs256_public_key_file; /**< PEM file of the RS256 public key */
+    char *jwt_rs256_public_key;      /**< derived: its text, read at load when RS256 */
 } bp_config_t;
 
 /**
  * Fill @p cfg from the environment (@p getenv_fn, normally getenv) and defaults, then
- * validate every setting. @p need_secret: the JWT secret must be set (serve).
+ * validate every setting. @p need_secret: the JWT secret must be set (serve) when the
+ * pinned algorithm is HS256. With BP_JWT_ALG=RS256 the public key file is read and checked
+ * here, whatever @p need_secret.
  * @return BP_OK; BP_EINVAL with @p why naming the variable and the problem
  *         ("BP_BATCH_MAX_EVENTS=0: must be between 1 and 100000"); BP_ENOMEM.
  *         On error cfg holds nothing to free.

@@ -1,5 +1,6 @@
-/** @file Bearer-token verification (libjwt 1.10 for the HS256 signature, the claims checked
- *  here because libjwt 1.10 checks none of exp/nbf/iss/aud) and route access rules. */
+/** @file Bearer-token verification (libjwt 1.10 for the HS256/RS256 signature, the algorithm
+ *  pinned here, the claims checked here because libjwt 1.10 checks none of exp/nbf/iss/aud)
+ *  and route access rules. */
 #include "http/auth.h"
 
 #include <jansson.h>
@@ -224,13 +225,16 @@ bp_auth_result_t bp_auth_verify(const bp_auth_config_t *cfg, const char *header,
         why = "token header or payload is not base64url-encoded JSON";
         goto out;
     }
-    /* Decided here, before libjwt, so that "alg":"none" and every other algorithm never
-     * reach verification whatever the libjwt build does with them (some accept "none"
-     * even when given a key), and so that the caller learns the real reason. */
+    /* Decided here, before libjwt, so that "alg":"none" and every algorithm but the pinned
+     * one never reach verification whatever the libjwt build does with them (some accept
+     * "none" even when given a key; an HS256 token checked against an RSA public key PEM
+     * would use the public text as the HMAC secret), and so the caller learns why. */
+    const bool rs256 = cfg->alg == BP_AUTH_ALG_RS256;
+    const char *want_alg = rs256 ? "RS256" : "HS256";
     const char *alg = json_string_value(json_object_get(jhdr, "alg"));
-    if (!alg || strcmp(alg, "HS256") != 0) {
+    if (!alg || strcmp(alg, want_alg) != 0) {
         r = BP_AUTH_BAD_ALG;
-        why = "token alg must be HS256";
+        why = rs256 ? "token alg must be RS256" : "token alg must be HS256";
         goto out;
     }
     const json_t *typ = json_object_get(jhdr, "typ");
@@ -238,22 +242,21 @@ bp_auth_result_t bp_auth_verify(const bp_auth_config_t *cfg, const char *header,
         why = "token typ must be JWT";
         goto out;
     }
-    if (!cfg->hs256_secret || !*cfg->hs256_secret) {
+    const char *key = rs256 ? cfg->rs256_public_key : cfg->hs256_secret;
+    if (!key || !*key) {
         /* An empty HMAC key would accept tokens anyone can mint. */
         r = BP_AUTH_BAD_SIGNATURE;
-        why = "no token secret is configured";
+        why = "no token key is configured";
         goto out;
     }
-    if (jwt_decode(&jwt, tok, (const unsigned char *)cfg->hs256_secret,
-                   (int)strlen(cfg->hs256_secret)) != 0 ||
-        !jwt) {
+    if (jwt_decode(&jwt, tok, (const unsigned char *)key, (int)strlen(key)) != 0 || !jwt) {
         r = BP_AUTH_BAD_SIGNATURE;
         why = "token signature does not verify";
         goto out;
     }
-    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+    if (jwt_get_alg(jwt) != (rs256 ? JWT_ALG_RS256 : JWT_ALG_HS256)) {
         r = BP_AUTH_BAD_ALG;
-        why = "token alg must be HS256";
+        why = rs256 ? "token alg must be RS256" : "token alg must be HS256";
         goto out;
     }
     /* The payload parsed above is exactly the one whose signature libjwt verified. */
@@ -299,6 +302,141 @@ out:
     if (detail)
         *detail = why;
     return r;
+}
+
+int bp_auth_alg_parse(const char *name, bp_auth_alg_t *out)
+{
+    if (name && strcmp(name, "HS256") == 0) {
+        *out = BP_AUTH_ALG_HS256;
+        return 0;
+    }
+    if (name && strcmp(name, "RS256") == 0) {
+        *out = BP_AUTH_ALG_RS256;
+        return 0;
+    }
+    return -1;
+}
+
+/** @return the value of standard base64 character @p c, or -1. */
+static int b64_value(unsigned char c)
+{
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    if (c == '-' || c == '_')
+        return -1;
+    return b64url_value(c);
+}
+
+/** Read one DER element with tag @p tag at *p (before @p end); advances *p past it.
+ *  @return its contents, or NULL when malformed; *len = length of the contents. */
+static const unsigned char *der_take(const unsigned char **p, const unsigned char *end,
+                                     unsigned char tag, size_t *len)
+{
+    const unsigned char *q = *p;
+    if (end - q < 2 || q[0] != tag)
+        return NULL;
+    size_t n = q[1];
+    q += 2;
+    if (n & 0x80) {
+        size_t k = n & 0x7f;
+        if (k == 0 || k > 3 || (size_t)(end - q) < k)
+            return NULL;
+        n = 0;
+        for (size_t i = 0; i < k; i++)
+            n = (n << 8) | *q++;
+    }
+    if ((size_t)(end - q) < n)
+        return NULL;
+    *p = q + n;
+    *len = n;
+    return q;
+}
+
+/** Walk SubjectPublicKeyInfo { {rsaEncryption, NULL}, BIT STRING {n, e} }.
+ *  @return NULL when it holds an RSA key of >= 2048 bits, else why not. */
+static const char *spki_rsa_problem(const unsigned char *der, size_t n)
+{
+    static const unsigned char rsa_oid[] = {0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01};
+    const unsigned char *p = der, *end = der + n, *c, *q, *qend;
+    size_t len;
+
+    if (!(c = der_take(&p, end, 0x30, &len)) || p != end)
+        return "not a DER SubjectPublicKeyInfo";
+    end = c + len;
+    p = c;
+    if (!(c = der_take(&p, end, 0x30, &len)))
+        return "not a DER SubjectPublicKeyInfo";
+    q = c;
+    qend = c + len;
+    if (!(c = der_take(&q, qend, 0x06, &len)) || len != sizeof(rsa_oid) ||
+        memcmp(c, rsa_oid, len) != 0)
+        return "not an RSA public key";
+    if (!(c = der_take(&p, end, 0x03, &len)) || p != end || len < 1 || c[0] != 0)
+        return "malformed RSA public key";
+    q = c + 1;
+    qend = c + len;
+    if (!(c = der_take(&q, qend, 0x30, &len)) || q != qend)
+        return "malformed RSA public key";
+    q = c;
+    qend = c + len;
+    const unsigned char *mod = der_take(&q, qend, 0x02, &len);
+    size_t mod_len = len;
+    if (!mod || !der_take(&q, qend, 0x02, &len) || q != qend)
+        return "malformed RSA public key";
+    while (mod_len > 0 && *mod == 0) {
+        mod++;
+        mod_len--;
+    }
+    if (mod_len < 256)
+        return "RSA key shorter than 2048 bits";
+    return NULL;
+}
+
+const char *bp_auth_rs256_key_problem(const char *pem)
+{
+    static const char begin[] = "-----BEGIN PUBLIC KEY-----";
+    static const char end[] = "-----END PUBLIC KEY-----";
+    const char *why = "no -----BEGIN PUBLIC KEY----- block";
+    unsigned char *der = NULL;
+
+    const char *b = pem ? strstr(pem, begin) : NULL;
+    const char *e = b ? strstr(b, end) : NULL;
+    if (!e)
+        goto out;
+    b += sizeof(begin) - 1;
+    der = malloc((size_t)(e - b) / 4 * 3 + 3);
+    if (!der) {
+        why = "out of memory";
+        goto out;
+    }
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0, pad = 0;
+    why = "PEM body is not base64";
+    for (const char *s = b; s < e; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
+            continue;
+        if (ch == '=') {
+            pad++;
+            continue;
+        }
+        int v = b64_value(ch);
+        if (v < 0 || pad)
+            goto out;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            der[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    why = o ? spki_rsa_problem(der, o) : "empty PEM body";
+out:
+    free(der);
+    return why;
 }
 
 int bp_auth_http_status(bp_auth_result_t r)

@@ -1,4 +1,5 @@
-/** @file Bearer-token authentication (JWT HS256 via libjwt) and the access rules of routes;
+/** @file Bearer-token authentication (JWT HS256 or RS256 via libjwt, one algorithm pinned by
+ *  configuration) and the access rules of routes;
  *  pure functions of (header, config, now), testable without a server. */
 #ifndef BP_AUTH_H
 #define BP_AUTH_H
@@ -27,12 +28,23 @@
 #define BP_ACCESS_PLAYER_READ                                                                      \
     (BP_ACCESS_TOKEN | BP_SCOPE_PLAYER | BP_SCOPE_SERVICE | BP_SCOPE_ADMIN)
 
+/** The one signature algorithm accepted; every token whose header names another is rejected
+ *  before its signature is looked at (alg none, RS256/HS256 confusion). */
+typedef enum {
+    BP_AUTH_ALG_HS256 = 0, /**< HMAC-SHA256 with hs256_secret (the default) */
+    BP_AUTH_ALG_RS256      /**< RSASSA-PKCS1-v1_5 SHA-256 with rs256_public_key */
+} bp_auth_alg_t;
+
 /** What verification checks; strings are borrowed. */
 typedef struct {
     const char *hs256_secret; /**< NULL or "" rejects every token (never an empty key) */
     const char *issuer;       /**< NULL or "" = `iss` not checked */
     const char *audience;     /**< NULL or "" = `aud` not checked */
     int64_t leeway_s;         /**< clock skew tolerated on exp/nbf, seconds (>= 0) */
+    bp_auth_alg_t alg;        /**< the pinned algorithm */
+    /** PEM text of the RSA public key ("-----BEGIN PUBLIC KEY-----"), used when alg is
+     *  RS256; NULL or "" rejects every token. */
+    const char *rs256_public_key;
 } bp_auth_config_t;
 
 /** The authenticated caller. */
@@ -47,8 +59,8 @@ typedef enum {
     BP_AUTH_OK = 0,
     BP_AUTH_MISSING,       /**< no Authorization header */
     BP_AUTH_MALFORMED,     /**< not "Bearer <jwt>", too long, not three base64url JSON parts */
-    BP_AUTH_BAD_ALG,       /**< alg is not HS256 (none, RS256, ...) */
-    BP_AUTH_BAD_SIGNATURE, /**< signature does not verify with the secret */
+    BP_AUTH_BAD_ALG,       /**< alg is not the pinned one (none, HS256 when RS256, ...) */
+    BP_AUTH_BAD_SIGNATURE, /**< signature does not verify with the secret or public key */
     BP_AUTH_BAD_CLAIMS,    /**< exp or sub missing, claims of the wrong type */
     BP_AUTH_EXPIRED,       /**< now >= exp */
     BP_AUTH_NOT_YET_VALID, /**< now < nbf */
@@ -78,6 +90,20 @@ bp_auth_result_t bp_auth_verify(const bp_auth_config_t *cfg, const char *header,
  */
 bp_auth_result_t bp_auth_authorize(const bp_principal_t *p, unsigned access, const char *player_id,
                                    const char **detail);
+
+/**
+ * Parse an algorithm name of the configuration.
+ * @return 0 with *out set for "HS256" or "RS256" (exact case), -1 for anything else.
+ */
+int bp_auth_alg_parse(const char *name, bp_auth_alg_t *out);
+
+/**
+ * Check that @p pem is one PEM "PUBLIC KEY" block (SubjectPublicKeyInfo, what libjwt's
+ * RS256 verification reads) holding an RSA key of at least 2048 bits; a structural check
+ * done at start so a wrong file stops the program instead of failing every request.
+ * @return NULL when usable, else a static reason.
+ */
+const char *bp_auth_rs256_key_problem(const char *pem);
 
 /** @return the HTTP status of @p r: 200 for OK, 403 for FORBIDDEN, 401 otherwise. */
 int bp_auth_http_status(bp_auth_result_t r);

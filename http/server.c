@@ -366,7 +366,17 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
     h->auth.issuer = cfg->jwt_issuer;
     h->auth.audience = cfg->jwt_audience;
     h->auth.leeway_s = JWT_LEEWAY_S;
-    if (!cfg->jwt_hs256_secret || !*cfg->jwt_hs256_secret)
+    h->auth.rs256_public_key = cfg->jwt_rs256_public_key;
+    if (cfg->jwt_alg && bp_auth_alg_parse(cfg->jwt_alg, &h->auth.alg) != 0) {
+        BP_LOG_ERROR("HTTP server misconfigured: JWT algorithm must be HS256 or RS256", NULL);
+        err = BP_EFATAL;
+        goto out;
+    }
+    if (h->auth.alg == BP_AUTH_ALG_RS256 &&
+        (!cfg->jwt_rs256_public_key || !*cfg->jwt_rs256_public_key))
+        BP_LOG_WARN("no RS256 public key configured: authenticated routes will answer 401", NULL);
+    else if (h->auth.alg == BP_AUTH_ALG_HS256 &&
+             (!cfg->jwt_hs256_secret || !*cfg->jwt_hs256_secret))
         BP_LOG_WARN("no JWT secret configured: authenticated routes will answer 401", NULL);
     err = build_routes(h);
     if (err != BP_OK)

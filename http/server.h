@@ -25,6 +25,8 @@ typedef struct {
     const char *openapi_path;  /**< the OpenAPI document served at GET /openapi.yaml */
     int xp_grants_per_minute;  /**< per player, enforced with Redis (429 beyond) */
     const char *levelup_topic; /**< outbox topic of LevelUp events (level purchases) */
+    const char *jwt_alg; /**< the one accepted JWT algorithm: "HS256" (also NULL) or "RS256" */
+    const char *jwt_rs256_public_key; /**< PEM text of the RS256 public key */
 } bp_http_config_t;
 
 typedef struct bp_http bp_http_t;

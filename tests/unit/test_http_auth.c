@@ -1,5 +1,5 @@
-/** @file Unit tests of http/auth: token verification (tokens minted here with libjwt) and
- *  the access rules of routes. */
+/** @file Unit tests of http/auth: token verification (HS256 and RS256 tokens minted here with
+ *  libjwt; RS256 test keys in tests/unit/data/auth) and the access rules of routes. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,7 +16,10 @@
 #define SECRET "test-secret-0123456789"
 #define NOW 1767225600LL /* 2026-01-01T00:00:00Z */
 
-static const bp_auth_config_t cfg = {SECRET, "bp-test", "battlepass", 0};
+static const bp_auth_config_t cfg = {SECRET, "bp-test", "battlepass", 0, BP_AUTH_ALG_HS256, NULL};
+
+/** The RS256 test keys: the pinned key pair, and another private key. */
+static char *rs_public, *rs_private, *other_private;
 
 /** Mint an HS256 (or @p alg) token over @p claims with @p secret. @return heap string. */
 static char *mint_alg(jwt_alg_t alg, const char *secret, const char *claims)
@@ -103,11 +106,11 @@ typedef struct {
     int status;
 } auth_case_t;
 
-static void check_case(const auth_case_t *c)
+static void check_case_with(const bp_auth_config_t *conf, const auth_case_t *c)
 {
     bp_principal_t p;
     const char *detail = NULL;
-    bp_auth_result_t r = bp_auth_verify(&cfg, c->header, NOW, &p, &detail);
+    bp_auth_result_t r = bp_auth_verify(conf, c->header, NOW, &p, &detail);
     if (r != c->want)
         fail_msg("%s: expected %s, got %s (%s)", c->name, bp_auth_result_slug(c->want),
                  bp_auth_result_slug(r), detail ? detail : "-");
@@ -120,6 +123,11 @@ static void check_case(const auth_case_t *c)
     /* The detail never echoes token material. */
     if (c->header && strlen(c->header) > 20)
         assert_null(strstr(detail, c->header + 7));
+}
+
+static void check_case(const auth_case_t *c)
+{
+    check_case_with(&cfg, c);
 }
 
 static void test_verify_table(void **state)
@@ -274,7 +282,7 @@ static void test_principal(void **state)
 static void test_unchecked_iss_aud(void **state)
 {
     (void)state;
-    bp_auth_config_t open = {SECRET, "", NULL, 0};
+    bp_auth_config_t open = {SECRET, "", NULL, 0, BP_AUTH_ALG_HS256, NULL};
     bp_principal_t p;
     const char *detail;
     char claims[128];
@@ -288,7 +296,7 @@ static void test_unchecked_iss_aud(void **state)
 static void test_empty_secret_rejects(void **state)
 {
     (void)state;
-    bp_auth_config_t none = {"", NULL, NULL, 0};
+    bp_auth_config_t none = {"", NULL, NULL, 0, BP_AUTH_ALG_HS256, NULL};
     bp_principal_t p;
     const char *detail;
     char *h = token_std("p1", "admin");
@@ -375,6 +383,176 @@ static void test_player_reads_other_player(void **state)
     free(h);
 }
 
+/** @return the contents of tests/unit/data/auth/@p name, heap. */
+static char *read_key(const char *name)
+{
+    const char *src = getenv("BP_SOURCE_DIR");
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tests/unit/data/auth/%s", src ? src : BP_SOURCE_DIR, name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s", path);
+    char *buf = calloc(1, 16384);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, 16383, f);
+    fclose(f);
+    assert_true(n > 0 && n < 16383);
+    return buf;
+}
+
+static int keys_setup(void **state)
+{
+    (void)state;
+    rs_public = read_key("rs256-public.pem");
+    rs_private = read_key("rs256-private.pem");
+    other_private = read_key("other-private.pem");
+    return 0;
+}
+
+static int keys_teardown(void **state)
+{
+    (void)state;
+    free(rs_public);
+    free(rs_private);
+    free(other_private);
+    return 0;
+}
+
+typedef struct {
+    const bp_auth_config_t *conf;
+    auth_case_t c;
+} rs_case_t;
+
+/* RS256 pinned: the same attacks as HS256, plus the algorithm confusion where the RSA public
+ * key (public by nature) is used as an HMAC secret. */
+static void test_rs256_table(void **state)
+{
+    (void)state;
+    const bp_auth_config_t rs = {"", "bp-test", "battlepass", 0, BP_AUTH_ALG_RS256, rs_public};
+    const bp_auth_config_t rs_nokey = {SECRET, "bp-test", "battlepass", 0, BP_AUTH_ALG_RS256, NULL};
+    /* HS256 pinned with the public key as its secret: shows the confusion token is a validly
+     * signed HS256 token, so only the pin rejects it. */
+    const bp_auth_config_t hs_pub = {rs_public, "bp-test",         "battlepass",
+                                     0,         BP_AUTH_ALG_HS256, NULL};
+    char buf[1024];
+    rs_case_t cases[32];
+    size_t n = 0;
+#define RCASE(conf, nm, hdr, w, st)                                                                \
+    cases[n++] = (rs_case_t)                                                                       \
+    {                                                                                              \
+        conf,                                                                                      \
+        {                                                                                          \
+            nm, hdr, w, st                                                                         \
+        }                                                                                          \
+    }
+#define RS(claims) bearer(mint_alg(JWT_ALG_RS256, rs_private, claims))
+    char *c = std_claims("p1", "player", "");
+
+    RCASE(&rs, "RS256 valid", RS(c), BP_AUTH_OK, 200);
+    RCASE(&rs, "RS256 other key", bearer(mint_alg(JWT_ALG_RS256, other_private, c)),
+          BP_AUTH_BAD_SIGNATURE, 401);
+    RCASE(&rs, "confusion: HS256 with the public key as secret",
+          bearer(mint_alg(JWT_ALG_HS256, rs_public, c)), BP_AUTH_BAD_ALG, 401);
+    RCASE(&hs_pub, "the confusion token is validly signed",
+          bearer(mint_alg(JWT_ALG_HS256, rs_public, c)), BP_AUTH_OK, 200);
+    RCASE(&rs, "HS256 with the shared secret", bearer(mint(SECRET, c)), BP_AUTH_BAD_ALG, 401);
+    RCASE(&cfg, "RS256 while HS256 is pinned", RS(c), BP_AUTH_BAD_ALG, 401);
+    RCASE(&rs, "RS384 with the right key", bearer(mint_alg(JWT_ALG_RS384, rs_private, c)),
+          BP_AUTH_BAD_ALG, 401);
+    RCASE(&rs_nokey, "RS256 pinned, no key", RS(c), BP_AUTH_BAD_SIGNATURE, 401);
+    {
+        char *h = b64url("{\"alg\":\"none\",\"typ\":\"JWT\"}");
+        char *p = b64url(c);
+        snprintf(buf, sizeof(buf), "Bearer %s.%s.", h, p);
+        RCASE(&rs, "alg none", strdup(buf), BP_AUTH_BAD_ALG, 401);
+        free(h);
+        free(p);
+        /* A valid RS256 signature over other claims, payload swapped for an admin one. */
+        char *good = mint_alg(JWT_ALG_RS256, rs_private, c);
+        char *admin = std_claims("p1", "admin", "");
+        char *ap = b64url(admin);
+        char *dot1 = strchr(good, '.'), *dot2 = strchr(dot1 + 1, '.');
+        *dot1 = '\0';
+        snprintf(buf, sizeof(buf), "Bearer %s.%s%s", good, ap, dot2);
+        RCASE(&rs, "tampered payload", strdup(buf), BP_AUTH_BAD_SIGNATURE, 401);
+        free(good);
+        free(admin);
+        free(ap);
+    }
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}", NOW - 1);
+    RCASE(&rs, "expired", RS(buf), BP_AUTH_EXPIRED, 401);
+    snprintf(
+        buf, sizeof(buf),
+        "{\"sub\":\"p1\",\"exp\":%lld,\"nbf\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}",
+        NOW + 3600, NOW + 1);
+    RCASE(&rs, "nbf in the future", RS(buf), BP_AUTH_NOT_YET_VALID, 401);
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"evil\",\"aud\":\"battlepass\"}", NOW + 60);
+    RCASE(&rs, "wrong iss", RS(buf), BP_AUTH_BAD_ISSUER, 401);
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"other\"}", NOW + 60);
+    RCASE(&rs, "wrong aud", RS(buf), BP_AUTH_BAD_AUDIENCE, 401);
+    snprintf(buf, sizeof(buf), "{\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}",
+             NOW + 60);
+    RCASE(&rs, "missing sub", RS(buf), BP_AUTH_BAD_CLAIMS, 401);
+    RCASE(&rs, "missing exp", RS("{\"sub\":\"p1\",\"iss\":\"bp-test\",\"aud\":\"battlepass\"}"),
+          BP_AUTH_BAD_CLAIMS, 401);
+    {
+        char *pad = malloc(BP_AUTH_TOKEN_MAX + 1);
+        assert_non_null(pad);
+        memset(pad, 'x', BP_AUTH_TOKEN_MAX);
+        pad[BP_AUTH_TOKEN_MAX] = '\0';
+        char *claims = malloc(BP_AUTH_TOKEN_MAX + 256);
+        assert_non_null(claims);
+        snprintf(claims, BP_AUTH_TOKEN_MAX + 256,
+                 "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\","
+                 "\"pad\":\"%s\"}",
+                 NOW + 60, pad);
+        RCASE(&rs, "oversized but validly signed", RS(claims), BP_AUTH_MALFORMED, 401);
+        free(pad);
+        free(claims);
+    }
+    free(c);
+#undef RS
+#undef RCASE
+    assert_true(n <= sizeof(cases) / sizeof(cases[0]));
+    for (size_t i = 0; i < n; i++) {
+        check_case_with(cases[i].conf, &cases[i].c);
+        free(cases[i].c.header);
+    }
+}
+
+static void test_rs256_key_check(void **state)
+{
+    (void)state;
+    assert_null(bp_auth_rs256_key_problem(rs_public));
+    /* A private key, garbage, a truncated body, nothing: refused at start. */
+    assert_non_null(bp_auth_rs256_key_problem(rs_private));
+    assert_non_null(bp_auth_rs256_key_problem("not a key"));
+    assert_non_null(bp_auth_rs256_key_problem(""));
+    assert_non_null(bp_auth_rs256_key_problem(NULL));
+    char *cut = strdup(rs_public);
+    assert_non_null(cut);
+    char *endl = strstr(cut, "-----END");
+    assert_non_null(endl);
+    size_t keep = (size_t)(endl - cut) / 2;
+    memmove(cut + keep, endl, strlen(endl) + 1);
+    assert_non_null(bp_auth_rs256_key_problem(cut));
+    free(cut);
+    assert_non_null(bp_auth_rs256_key_problem("-----BEGIN PUBLIC KEY-----\nMAA=\n"
+                                              "-----END PUBLIC KEY-----\n"));
+
+    bp_auth_alg_t alg;
+    assert_int_equal(bp_auth_alg_parse("HS256", &alg), 0);
+    assert_int_equal(alg, BP_AUTH_ALG_HS256);
+    assert_int_equal(bp_auth_alg_parse("RS256", &alg), 0);
+    assert_int_equal(alg, BP_AUTH_ALG_RS256);
+    assert_int_equal(bp_auth_alg_parse("none", &alg), -1);
+    assert_int_equal(bp_auth_alg_parse("rs256", &alg), -1);
+    assert_int_equal(bp_auth_alg_parse(NULL, &alg), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -385,6 +563,8 @@ int main(void)
         cmocka_unit_test(test_leeway),
         cmocka_unit_test(test_authorize_table),
         cmocka_unit_test(test_player_reads_other_player),
+        cmocka_unit_test(test_rs256_table),
+        cmocka_unit_test(test_rs256_key_check),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, keys_setup, keys_teardown);
 }
