@@ -5,6 +5,8 @@
 
 #include <jansson.h>
 #include <jwt.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,125 +319,22 @@ int bp_auth_alg_parse(const char *name, bp_auth_alg_t *out)
     return -1;
 }
 
-/** @return the value of standard base64 character @p c, or -1. */
-static int b64_value(unsigned char c)
-{
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    if (c == '-' || c == '_')
-        return -1;
-    return b64url_value(c);
-}
-
-/** Read one DER element with tag @p tag at *p (before @p end); advances *p past it.
- *  @return its contents, or NULL when malformed; *len = length of the contents. */
-static const unsigned char *der_take(const unsigned char **p, const unsigned char *end,
-                                     unsigned char tag, size_t *len)
-{
-    const unsigned char *q = *p;
-    if (end - q < 2 || q[0] != tag)
-        return NULL;
-    size_t n = q[1];
-    q += 2;
-    if (n & 0x80) {
-        size_t k = n & 0x7f;
-        if (k == 0 || k > 3 || (size_t)(end - q) < k)
-            return NULL;
-        n = 0;
-        for (size_t i = 0; i < k; i++)
-            n = (n << 8) | *q++;
-    }
-    if ((size_t)(end - q) < n)
-        return NULL;
-    *p = q + n;
-    *len = n;
-    return q;
-}
-
-/** Walk SubjectPublicKeyInfo { {rsaEncryption, NULL}, BIT STRING {n, e} }.
- *  @return NULL when it holds an RSA key of >= 2048 bits, else why not. */
-static const char *spki_rsa_problem(const unsigned char *der, size_t n)
-{
-    static const unsigned char rsa_oid[] = {0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01};
-    const unsigned char *p = der, *end = der + n, *c, *q, *qend;
-    size_t len;
-
-    if (!(c = der_take(&p, end, 0x30, &len)) || p != end)
-        return "not a DER SubjectPublicKeyInfo";
-    end = c + len;
-    p = c;
-    if (!(c = der_take(&p, end, 0x30, &len)))
-        return "not a DER SubjectPublicKeyInfo";
-    q = c;
-    qend = c + len;
-    if (!(c = der_take(&q, qend, 0x06, &len)) || len != sizeof(rsa_oid) ||
-        memcmp(c, rsa_oid, len) != 0)
-        return "not an RSA public key";
-    if (!(c = der_take(&p, end, 0x03, &len)) || p != end || len < 1 || c[0] != 0)
-        return "malformed RSA public key";
-    q = c + 1;
-    qend = c + len;
-    if (!(c = der_take(&q, qend, 0x30, &len)) || q != qend)
-        return "malformed RSA public key";
-    q = c;
-    qend = c + len;
-    const unsigned char *mod = der_take(&q, qend, 0x02, &len);
-    size_t mod_len = len;
-    if (!mod || !der_take(&q, qend, 0x02, &len) || q != qend)
-        return "malformed RSA public key";
-    while (mod_len > 0 && *mod == 0) {
-        mod++;
-        mod_len--;
-    }
-    if (mod_len < 256)
-        return "RSA key shorter than 2048 bits";
-    return NULL;
-}
-
 const char *bp_auth_rs256_key_problem(const char *pem)
 {
-    static const char begin[] = "-----BEGIN PUBLIC KEY-----";
-    static const char end[] = "-----END PUBLIC KEY-----";
-    const char *why = "no -----BEGIN PUBLIC KEY----- block";
-    unsigned char *der = NULL;
-
-    const char *b = pem ? strstr(pem, begin) : NULL;
-    const char *e = b ? strstr(b, end) : NULL;
-    if (!e)
-        goto out;
-    b += sizeof(begin) - 1;
-    der = malloc((size_t)(e - b) / 4 * 3 + 3);
-    if (!der) {
-        why = "out of memory";
-        goto out;
-    }
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0, pad = 0;
-    why = "PEM body is not base64";
-    for (const char *s = b; s < e; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
-            continue;
-        if (ch == '=') {
-            pad++;
-            continue;
-        }
-        int v = b64_value(ch);
-        if (v < 0 || pad)
-            goto out;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            der[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    why = o ? spki_rsa_problem(der, o) : "empty PEM body";
-out:
-    free(der);
+    const char *why = NULL;
+    if (!pem || !*pem)
+        return "no -----BEGIN PUBLIC KEY----- block";
+    /* The same OpenSSL that libjwt verifies with decides whether the key is usable. */
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *key = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+    if (!key)
+        why = "not a PEM public key (-----BEGIN PUBLIC KEY-----)";
+    else if (EVP_PKEY_base_id(key) != EVP_PKEY_RSA)
+        why = "not an RSA public key";
+    else if (EVP_PKEY_bits(key) < 2048)
+        why = "RSA key shorter than 2048 bits";
+    EVP_PKEY_free(key);
+    BIO_free(bio);
     return why;
 }
 
