@@ -220,6 +220,29 @@ int it_daemon_stop(pid_t pid, int sig, int timeout_ms)
     return -1;
 }
 
+pid_t it_daemon_up(const it_env_t *env, const char *group, const char *const *extra,
+                   const char *log_path)
+{
+    pid_t pid = it_daemon_start(env, group, extra, log_path);
+    if (pid > 0 && it_http_wait(env->http_port, 15000))
+        return pid;
+    fprintf(stderr, "daemon did not come up; see %s\n", log_path);
+    if (pid > 0)
+        it_daemon_stop(pid, SIGKILL, 5000);
+    return -1;
+}
+
+bool it_daemon_down(pid_t *pid)
+{
+    if (*pid <= 0)
+        return true;
+    int st = it_daemon_stop(*pid, SIGTERM, 30000);
+    *pid = -1;
+    if (st != 0)
+        fprintf(stderr, "daemon exit status on SIGTERM: %d (want 0)\n", st);
+    return st == 0;
+}
+
 bool it_http_wait(uint16_t port, int timeout_ms)
 {
     for (int waited = 0; waited <= timeout_ms; waited += 100) {

@@ -56,6 +56,14 @@ long long it_sql_int(const it_env_t *env, const char *sql);
  *  stdout/stderr go to @p log_path. @return the pid, or -1. */
 pid_t it_daemon_start(const it_env_t *env, const char *group, const char *const *extra,
                       const char *log_path);
+/** it_daemon_start, then wait (15 s) until it answers on env->http_port; on failure the
+ *  daemon is killed and a message names @p log_path. @return the pid, or -1. */
+pid_t it_daemon_up(const it_env_t *env, const char *group, const char *const *extra,
+                   const char *log_path);
+/** Stop *@p pid (if > 0) with SIGTERM and set it to -1. @return true when it exited 0 or
+ *  there was nothing to stop; else false, with the status printed. */
+bool it_daemon_down(pid_t *pid);
+
 /** Send @p sig and wait up to @p timeout_ms for the exit. @return exit status (0..255),
  *  128+signal when killed by a signal, -1 on timeout. */
 int it_daemon_stop(pid_t pid, int sig, int timeout_ms);

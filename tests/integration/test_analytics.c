@@ -190,11 +190,9 @@ static int group_setup(void **state)
         return -1;
     char group[64];
     snprintf(group, sizeof(group), "it-analytics-%d", (int)getpid());
-    daemon_pid = it_daemon_start(&env, group, NULL, "analytics-daemon.log");
-    if (daemon_pid < 0 || !it_http_wait(HTTP_PORT, 15000)) {
-        fprintf(stderr, "daemon did not come up; see analytics-daemon.log\n");
+    daemon_pid = it_daemon_up(&env, group, NULL, "analytics-daemon.log");
+    if (daemon_pid < 0)
         return -1;
-    }
     admin_token = it_jwt(env.secret, "ops", "admin", 600);
     service_token = it_jwt(env.secret, "economy-service", "service", 600);
     for (int p = 0; p < N_ALL; p++)
@@ -206,7 +204,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (daemon_pid > 0 && it_daemon_stop(daemon_pid, SIGTERM, 30000) != 0)
+    if (!it_daemon_down(&daemon_pid))
         rc = -1;
     free(admin_token);
     free(service_token);

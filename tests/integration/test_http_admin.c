@@ -50,11 +50,9 @@ static int group_setup(void **state)
     char group[64];
     snprintf(group, sizeof(group), "it-http-admin-%d", (int)getpid());
     static const char *const extra[] = {"BP_XP_GRANTS_PER_MINUTE=" STR(GRANTS_PER_MINUTE), NULL};
-    daemon_pid = it_daemon_start(&env, group, extra, "http-admin-daemon.log");
-    if (daemon_pid < 0 || !it_http_wait(HTTP_PORT, 15000)) {
-        fprintf(stderr, "daemon did not come up; see http-admin-daemon.log\n");
+    daemon_pid = it_daemon_up(&env, group, extra, "http-admin-daemon.log");
+    if (daemon_pid < 0)
         return -1;
-    }
     admin_token = it_jwt(env.secret, "ops", "admin", 600);
     service_token = it_jwt(env.secret, "gameplay", "service", 600);
     player_token = it_jwt(env.secret, "someone", "player", 600);
@@ -65,13 +63,8 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (daemon_pid > 0) {
-        int st = it_daemon_stop(daemon_pid, SIGTERM, 30000);
-        if (st != 0) {
-            fprintf(stderr, "daemon exit status on SIGTERM: %d (want 0)\n", st);
-            rc = -1;
-        }
-    }
+    if (!it_daemon_down(&daemon_pid))
+        rc = -1;
     free(admin_token);
     free(service_token);
     free(player_token);

@@ -181,11 +181,9 @@ static int group_setup(void **state)
     snprintf(prefix, sizeof(prefix), "hr%d-%04x-", (int)getpid(), (unsigned)rand() & 0xffff);
     char group[64];
     snprintf(group, sizeof(group), "it-http-rewards-%d", (int)getpid());
-    daemon_pid = it_daemon_start(&env, group, NULL, "http-rewards-daemon.log");
-    if (daemon_pid < 0 || !it_http_wait(HTTP_PORT, 15000)) {
-        fprintf(stderr, "daemon did not come up; see http-rewards-daemon.log\n");
+    daemon_pid = it_daemon_up(&env, group, NULL, "http-rewards-daemon.log");
+    if (daemon_pid < 0)
         return -1;
-    }
     service_token = it_jwt(env.secret, "economy-service", "service", 600);
     admin_token = it_jwt(env.secret, "ops", "admin", 600);
     return 0;
@@ -195,13 +193,8 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (daemon_pid > 0) {
-        int st = it_daemon_stop(daemon_pid, SIGTERM, 30000);
-        if (st != 0) {
-            fprintf(stderr, "daemon exit status on SIGTERM: %d (want 0)\n", st);
-            rc = -1;
-        }
-    }
+    if (!it_daemon_down(&daemon_pid))
+        rc = -1;
     free(service_token);
     free(admin_token);
     bp_season_fini(&season);

@@ -417,13 +417,8 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (daemon_pid > 0) {
-        int st = it_daemon_stop(daemon_pid, SIGTERM, 30000);
-        if (st != 0) {
-            fprintf(stderr, "daemon exit status on SIGTERM: %d (want 0)\n", st);
-            rc = -1;
-        }
-    }
+    if (!it_daemon_down(&daemon_pid))
+        rc = -1;
     free(rs_private);
     free(other_private);
     free(rs_public_path);

@@ -397,11 +397,9 @@ static int group_setup(void **state)
     nofile = (unsigned long long)rl.rlim_cur;
     snprintf(prefix, sizeof(prefix), "st%d-", (int)getpid());
     snprintf(group, sizeof(group), "it-stream-%d", (int)getpid());
-    daemon_pid = it_daemon_start(&env, group, NULL, "http-stream-daemon.log");
-    if (daemon_pid < 0 || !it_http_wait(HTTP_PORT, 15000)) {
-        fprintf(stderr, "daemon did not come up; see http-stream-daemon.log\n");
+    daemon_pid = it_daemon_up(&env, group, NULL, "http-stream-daemon.log");
+    if (daemon_pid < 0)
         return -1;
-    }
     service_token = it_jwt(env.secret, "gameplay", "service", 3600);
     producer = it_producer_new(&env);
     /* The worker joins its group in a few seconds: wait until it applies events. */
@@ -419,13 +417,8 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (daemon_pid > 0) {
-        int st = it_daemon_stop(daemon_pid, SIGTERM, 30000);
-        if (st != 0) {
-            fprintf(stderr, "daemon exit status on SIGTERM: %d (want 0)\n", st);
-            rc = -1;
-        }
-    }
+    if (!it_daemon_down(&daemon_pid))
+        rc = -1;
     it_producer_destroy(producer);
     free(service_token);
     bp_season_fini(&season);

@@ -55,8 +55,8 @@ static int group_setup(void **state)
     ends_at = it_sql_int(&env, sql);
     char group[64];
     snprintf(group, sizeof(group), "it-lifecycle-%d", (int)getpid());
-    daemon_pid = it_daemon_start(&env, group, NULL, "lifecycle-daemon.log");
-    if (daemon_pid < 0 || !it_http_wait(HTTP_PORT, 15000))
+    daemon_pid = it_daemon_up(&env, group, NULL, "lifecycle-daemon.log");
+    if (daemon_pid < 0)
         return -1;
     token = it_jwt(env.secret, "ops", "admin", 600);
     return 0;
@@ -66,7 +66,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (daemon_pid > 0 && it_daemon_stop(daemon_pid, SIGTERM, 30000) != 0)
+    if (!it_daemon_down(&daemon_pid))
         rc = -1;
     free(token);
     return rc;

@@ -117,11 +117,9 @@ static int group_setup(void **state)
     snprintf(prefix, sizeof(prefix), "it%d-", (int)getpid());
     char group[64];
     snprintf(group, sizeof(group), "it-pipeline-%d", (int)getpid());
-    daemon_pid = it_daemon_start(&env, group, NULL, "pipeline-daemon.log");
-    if (daemon_pid < 0 || !it_http_wait(HTTP_PORT, 15000)) {
-        fprintf(stderr, "daemon did not come up; see pipeline-daemon.log\n");
+    daemon_pid = it_daemon_up(&env, group, NULL, "pipeline-daemon.log");
+    if (daemon_pid < 0)
         return -1;
-    }
     return 0;
 }
 
@@ -129,13 +127,8 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (daemon_pid > 0) {
-        int st = it_daemon_stop(daemon_pid, SIGTERM, 30000);
-        if (st != 0) {
-            fprintf(stderr, "daemon exit status on SIGTERM: %d (want 0)\n", st);
-            rc = -1;
-        }
-    }
+    if (!it_daemon_down(&daemon_pid))
+        rc = -1;
     bp_season_fini(&season);
     return rc;
 }

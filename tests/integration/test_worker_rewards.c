@@ -79,8 +79,8 @@ static int group_setup(void **state)
         return -1;
     char group[64];
     snprintf(group, sizeof(group), "it-worker-rewards-%d", (int)getpid());
-    daemon_pid = it_daemon_start(&env, group, NULL, "worker-rewards-daemon.log");
-    if (daemon_pid < 0 || !it_http_wait(HTTP_PORT, 15000))
+    daemon_pid = it_daemon_up(&env, group, NULL, "worker-rewards-daemon.log");
+    if (daemon_pid < 0)
         return -1;
     return 0;
 }
@@ -89,7 +89,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     int rc = 0;
-    if (daemon_pid > 0 && it_daemon_stop(daemon_pid, SIGTERM, 30000) != 0)
+    if (!it_daemon_down(&daemon_pid))
         rc = -1;
     bp_codec_destroy(codec);
     bp_season_fini(&season);
