@@ -8,8 +8,10 @@
  *
  * Known limits of the 2.0.2 mock (design §6): a group join takes ~3 s, session.timeout.ms
  * must be >= 3000, commits are refused during a rebalance, no transactional control records,
- * no admin API (topics are created here). Listener ports are always chosen by the kernel:
- * the mock binds 127.0.0.1:0 and has no setting for a fixed port, hence the bootstrap file.
+ * no admin API (topics are created here). With --control, faults (brokers down/up, request
+ * errors, latency) can be injected while it runs: tools/devbroker_control.c, docs/faults.md.
+ * Listener ports are always chosen by the kernel: the mock binds 127.0.0.1:0 and has no setting for
+ * a fixed port, hence the bootstrap file.
  */
 
 #include <errno.h>
@@ -22,6 +24,8 @@
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+
+#include "tools/devbroker_control.h"
 
 enum {
     MAX_TOPICS = 64,
@@ -44,6 +48,7 @@ struct options {
     int partitions;
     int replication;
     const char *bootstrap_file;
+    const char *control; /* control socket path, or NULL */
     const char *topics[MAX_TOPICS];
     int topic_cnt;
     int quiet;
@@ -70,6 +75,7 @@ static void usage(FILE *out, const char *prog)
 {
     fprintf(out,
             "usage: %s [options]\n"
+            "       %s ctl SOCKET COMMAND...   send one control command, print the reply\n"
             "\n"
             "Runs librdkafka's mock Kafka cluster as a local broker for development and tests.\n"
             "Creates the topics battlepass.xp-events, battlepass.premium-events,\n"
@@ -83,13 +89,16 @@ static void usage(FILE *out, const char *prog)
             "  --topic NAME            create one more topic (repeatable)\n"
             "  --bootstrap-file PATH   also write the bootstrap list (one line) to PATH,\n"
             "                          atomically, once the topics exist\n"
+            "  --control PATH          serve the fault-injection control interface on the\n"
+            "                          Unix socket PATH (one command per line, see\n"
+            "                          docs/faults.md; 'help' lists the commands)\n"
             "  --quiet                 no librdkafka log lines on stderr\n"
             "  --help                  this text\n"
             "\n"
             "Ports are chosen by the kernel (the 2.0.2 mock cannot listen on a fixed port);\n"
             "read them from stdout or the bootstrap file. Consumers need\n"
             "session.timeout.ms >= 3000; a group join takes about 3 s.\n",
-            prog, DEFAULT_PARTITIONS, DEFAULT_REPLICATION, DEFAULT_BROKERS);
+            prog, prog, DEFAULT_PARTITIONS, DEFAULT_REPLICATION, DEFAULT_BROKERS);
 }
 
 /* Parses a decimal int in [lo, hi]; returns 0 on success, -1 (with a message) otherwise. */
@@ -118,6 +127,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
     opt->partitions = DEFAULT_PARTITIONS;
     opt->replication = DEFAULT_REPLICATION;
     opt->bootstrap_file = NULL;
+    opt->control = NULL;
     opt->topic_cnt = 0;
     opt->quiet = 0;
 
@@ -127,7 +137,7 @@ static int parse_args(int argc, char **argv, struct options *opt)
         int takes_value = strcmp(arg, "--partitions") == 0 ||
                           strcmp(arg, "--replication-factor") == 0 ||
                           strcmp(arg, "--brokers") == 0 || strcmp(arg, "--topic") == 0 ||
-                          strcmp(arg, "--bootstrap-file") == 0;
+                          strcmp(arg, "--bootstrap-file") == 0 || strcmp(arg, "--control") == 0;
 
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             usage(stdout, argv[0]);
@@ -161,6 +171,8 @@ static int parse_args(int argc, char **argv, struct options *opt)
                 return -1;
             }
             opt->topics[opt->topic_cnt++] = val;
+        } else if (strcmp(arg, "--control") == 0) {
+            opt->control = val;
         } else {
             opt->bootstrap_file = val;
         }
@@ -266,6 +278,13 @@ int main(int argc, char **argv)
     int r;
     int rc = 1;
 
+    if (argc >= 2 && strcmp(argv[1], "ctl") == 0) {
+        if (argc < 4) {
+            fprintf(stderr, "usage: %s ctl SOCKET COMMAND...\n", argv[0]);
+            return 2;
+        }
+        return devbroker_control_send(argv[2], argc - 3, argv + 3);
+    }
     r = parse_args(argc, argv, &opt);
     if (r != 0)
         return r > 0 ? 0 : 2;
@@ -319,8 +338,13 @@ int main(int argc, char **argv)
     printf("bootstrap=%s\n", line);
     fflush(stdout);
 
-    while (!stop_signal)
-        sigsuspend(&wait_mask);
+    if (opt.control != NULL) {
+        if (devbroker_control_serve(mc, opt.brokers, opt.control, &wait_mask, &stop_signal) != 0)
+            goto out;
+    } else {
+        while (!stop_signal)
+            sigsuspend(&wait_mask);
+    }
 
     fprintf(stderr, "devbroker: signal %d, shutting down\n", (int)stop_signal);
     /* The ports die with us: a stale bootstrap file would only mislead. */
