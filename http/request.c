@@ -112,27 +112,36 @@ void bp_http_reply_problem(bp_http_req_t *req, int status, const char *slug, con
 
 bp_err_t bp_http_req_json(bp_http_req_t *req, json_t **out)
 {
-    char detail[256];
-    json_error_t jerr;
-    *out = NULL;
-    if (!req->body || req->body_len == 0) {
-        bp_http_reply_problem(req, 400, "invalid-body", "a JSON object body is required");
-        return BP_EINVAL;
+    char why[BP_BODY_WHY_MAX];
+    bp_err_t err = bp_http_body_json(req->body, req->body_len, out, why, sizeof(why));
+    if (err != BP_OK)
+        bp_http_reply_problem(req, 400, "invalid-body", why);
+    return err;
+}
+
+bool bp_http_req_body(bp_http_req_t *req, bp_body_kind_t kind, json_t **root, void *out)
+{
+    char why[BP_BODY_WHY_MAX];
+    if (bp_http_req_json(req, root) != BP_OK)
+        return false;
+    if (bp_http_body_parse(kind, *root, out, why, sizeof(why)) == BP_OK)
+        return true;
+    json_decref(*root);
+    *root = NULL;
+    bp_http_reply_problem(req, 400, "invalid-body", why);
+    return false;
+}
+
+bool bp_http_req_query_nums(bp_http_req_t *req, const bp_query_num_t *params, size_t n,
+                            long long *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (bp_http_query_num(&params[i], bp_http_req_query(req, params[i].name), &out[i]))
+            continue;
+        bp_http_reply_problem(req, 400, "invalid-parameter", params[i].problem);
+        return false;
     }
-    json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        snprintf(detail, sizeof(detail), "body is not valid JSON (line %d, column %d): %s",
-                 jerr.line, jerr.column, jerr.text);
-        bp_http_reply_problem(req, 400, "invalid-body", detail);
-        return BP_EINVAL;
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        bp_http_reply_problem(req, 400, "invalid-body", "body must be a JSON object");
-        return BP_EINVAL;
-    }
-    *out = root;
-    return BP_OK;
+    return true;
 }
 
 void bp_http_reply_store_error(bp_http_req_t *req, bp_err_t err, const char *what)

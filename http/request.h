@@ -10,6 +10,7 @@
 
 #include "core/err.h"
 #include "http/auth.h"
+#include "http/bodies.h"
 #include "http/pool.h"
 #include "http/router.h"
 #include "http/server.h"
@@ -99,11 +100,31 @@ bp_cache_t *bp_http_req_cache(bp_http_req_t *req);
 const bp_season_list_t *bp_http_req_seasons(bp_http_req_t *req);
 
 /**
- * Parse the request body as one JSON object (duplicate keys rejected).
+ * Parse the request body as one JSON object with the limits of bp_http_body_json (depth,
+ * number range, duplicate keys refused).
  * @return BP_OK with *out owned by the caller (json_decref); BP_EINVAL after replying 400
- *         problem+json naming the problem (no body, bad JSON at line:column, not an object).
+ *         `invalid-body` problem+json naming the problem (no body, too deep, a number out
+ *         of range, bad JSON at line:column, not an object).
  */
 bp_err_t bp_http_req_json(bp_http_req_t *req, json_t **out) BP_MUSTCHECK;
+
+/**
+ * Parse the request body (bp_http_req_json) and check it as body @p kind into @p out, the
+ * struct of that kind (bp_http_body_parse).
+ * @param root out: the parsed body, which @p out borrows strings from; the caller
+ *             json_decref()s it (NULL after a refusal)
+ * @return true, or false after replying 400 `invalid-body` naming the problem.
+ */
+bool bp_http_req_body(bp_http_req_t *req, bp_body_kind_t kind, json_t **root, void *out);
+
+/**
+ * Read the numeric query parameters @p params[0..n) into @p out[0..n)
+ * (bp_http_query_num: absent ones take their default).
+ * @return true, or false after replying 400 `invalid-parameter` with the first broken
+ *         parameter's problem.
+ */
+bool bp_http_req_query_nums(bp_http_req_t *req, const bp_query_num_t *params, size_t n,
+                            long long *out);
 
 /** Give back what the request borrowed (pool slot, snapshot); the response stays. */
 void bp_http_req_finish(bp_http_req_t *req);

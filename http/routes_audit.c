@@ -24,12 +24,7 @@
 
 /** Numeric query parameters. */
 enum { P_LIMIT, P_CURSOR, P_COUNT };
-static const struct {
-    const char *name;
-    long long min, max, def;
-    bool empty_is_default; /**< "cursor=" asks for the first page */
-    const char *problem;
-} NUM_PARAMS[P_COUNT] = {
+static const bp_query_num_t NUM_PARAMS[P_COUNT] = {
     [P_LIMIT] = {"limit", 1, BP_AUDIT_LIMIT_MAX, AUDIT_LIMIT_DEFAULT, false,
                  "limit must be an integer from 1 to " STR(BP_AUDIT_LIMIT_MAX)},
     [P_CURSOR] = {"cursor", 1, INT64_MAX, 0, true,
@@ -40,37 +35,12 @@ static const struct {
 enum { F_PLAYER, F_SEASON, F_COUNT };
 static const char *const FILTERS[F_COUNT] = {[F_PLAYER] = "playerId", [F_SEASON] = "seasonId"};
 
-/** Parse @p s as 1..18 decimal digits within [min, max]. */
-static bool parse_count(const char *s, long long min, long long max, long long *out)
-{
-    size_t n = strlen(s);
-    long long v = 0;
-    if (n < 1 || n > 18)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
-
 /** Read and check the query. @return false after replying 400. */
 static bool audit_query(bp_http_req_t *req, long long nums[P_COUNT], const char *ids[F_COUNT])
 {
     char detail[128];
-    for (int i = 0; i < P_COUNT; i++) {
-        const char *v = bp_http_req_query(req, NUM_PARAMS[i].name);
-        nums[i] = NUM_PARAMS[i].def;
-        if (!v || (!*v && NUM_PARAMS[i].empty_is_default) ||
-            parse_count(v, NUM_PARAMS[i].min, NUM_PARAMS[i].max, &nums[i]))
-            continue;
-        bp_http_reply_problem(req, 400, "invalid-parameter", NUM_PARAMS[i].problem);
+    if (!bp_http_req_query_nums(req, NUM_PARAMS, P_COUNT, nums))
         return false;
-    }
     for (int i = 0; i < F_COUNT; i++) {
         ids[i] = bp_http_req_query(req, FILTERS[i]);
         if (!ids[i] || bp_id_valid(ids[i], strlen(ids[i])))

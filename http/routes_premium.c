@@ -4,7 +4,6 @@
 #include "http/routes.h"
 
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +12,7 @@
 #include "core/reward.h"
 #include "core/timefmt.h"
 #include "http/auth.h"
+#include "http/bodies.h"
 #include "http/grants.h"
 #include "http/request.h"
 #include "store/cache.h"
@@ -20,72 +20,6 @@
 
 /** Premium grants come from the economy service or an admin, never from the player. */
 #define ACCESS_PREMIUM (BP_ACCESS_TOKEN | BP_SCOPE_SERVICE | BP_SCOPE_ADMIN)
-/** Longest `source` in bytes. */
-#define SOURCE_MAX 64
-
-/** The body's strings, borrowed from the parsed JSON; NULL when absent. */
-typedef struct {
-    const char *season_id;
-    const char *transaction_id;
-    const char *source;
-} premium_body_t;
-
-static bool valid_id(const char *s)
-{
-    return bp_id_valid(s, strlen(s));
-}
-
-/** 1..SOURCE_MAX printable ASCII characters. */
-static bool valid_source(const char *s)
-{
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < 0x20 || s[i] > 0x7e)
-            return false;
-    return n >= 1 && n <= SOURCE_MAX;
-}
-
-/** Members of the body, all strings; others are ignored. */
-static const struct {
-    const char *name;
-    bool required;
-    bool (*valid)(const char *s);
-    size_t offset; /**< of the const char * in premium_body_t */
-    const char *rule;
-} PREMIUM_FIELDS[] = {
-    {"seasonId", false, valid_id, offsetof(premium_body_t, season_id),
-     "a season id (1 to 64 characters of [A-Za-z0-9._:@-])"},
-    {"transactionId", true, valid_id, offsetof(premium_body_t, transaction_id),
-     "1 to 64 characters of [A-Za-z0-9._:@-]"},
-    {"source", true, valid_source, offsetof(premium_body_t, source),
-     "1 to 64 printable ASCII characters"},
-};
-
-/** Parse and check the body; @p *root keeps the strings alive (json_decref it).
- *  @return false after replying 400. */
-static bool premium_body(bp_http_req_t *req, json_t **root, premium_body_t *b)
-{
-    char detail[128];
-    if (bp_http_req_json(req, root) != BP_OK)
-        return false;
-    for (size_t i = 0; i < sizeof(PREMIUM_FIELDS) / sizeof(PREMIUM_FIELDS[0]); i++) {
-        const json_t *v = json_object_get(*root, PREMIUM_FIELDS[i].name);
-        const char **slot = (const char **)((char *)b + PREMIUM_FIELDS[i].offset);
-        if (!v && !PREMIUM_FIELDS[i].required)
-            continue;
-        if (!v)
-            snprintf(detail, sizeof(detail), "%s is required", PREMIUM_FIELDS[i].name);
-        else if (json_is_string(v) && PREMIUM_FIELDS[i].valid(json_string_value(v))) {
-            *slot = json_string_value(v);
-            continue;
-        } else
-            snprintf(detail, sizeof(detail), "%s must be %s", PREMIUM_FIELDS[i].name,
-                     PREMIUM_FIELDS[i].rule);
-        bp_http_reply_problem(req, 400, "invalid-body", detail);
-        return false;
-    }
-    return true;
-}
 
 /** The season named by the body, else the current one. @return NULL after a 404. */
 static const bp_season_t *premium_season(bp_http_req_t *req, const char *season_id)
@@ -128,7 +62,7 @@ static void post_premium(bp_http_req_t *req)
 {
     const char *player_id = bp_http_req_param(req, "playerId");
     json_t *root = NULL;
-    premium_body_t b = {NULL, NULL, NULL};
+    bp_premium_body_t b = {NULL, NULL, NULL};
     bp_grants_t g = {NULL, 0};
     bp_premium_result_t result = BP_PREMIUM_GRANTED;
     bp_pg_t *pg = NULL;
@@ -137,7 +71,8 @@ static void post_premium(bp_http_req_t *req)
     bp_err_t err = BP_OK;
     char detail[BP_ID_MAX + 96];
 
-    if (!premium_body(req, &root, &b) || !(s = premium_season(req, b.season_id)))
+    if (!bp_http_req_body(req, BP_BODY_PREMIUM, &root, &b) ||
+        !(s = premium_season(req, b.season_id)))
         goto out;
     err = bp_http_req_pg(req, &pg);
     if (err == BP_OK)

@@ -14,6 +14,7 @@
 #include "core/level.h"
 #include "core/timefmt.h"
 #include "http/auth.h"
+#include "http/bodies.h"
 #include "http/request.h"
 #include "store/cache.h"
 #include "store/progress.h"
@@ -22,6 +23,9 @@
 #define ACCESS_PURCHASE (BP_ACCESS_TOKEN | BP_SCOPE_SERVICE)
 /** History page size when the request names none. */
 #define HISTORY_LIMIT_DEFAULT 20
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* ---- reading and rendering progress ---- */
 
@@ -134,59 +138,6 @@ static void get_progress_season(bp_http_req_t *req)
 
 /* ---- POST /progress/{playerId}/levels ---- */
 
-typedef struct {
-    int32_t count;
-    const char *transaction_id; /**< borrowed from the parsed body */
-} levels_body_t;
-
-static bool take_count(const json_t *v, levels_body_t *b)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > BP_LEVEL_MAX)
-        return false;
-    b->count = (int32_t)json_integer_value(v);
-    return true;
-}
-
-static bool take_transaction(const json_t *v, levels_body_t *b)
-{
-    if (!json_is_string(v) || !bp_id_valid(json_string_value(v), json_string_length(v)))
-        return false;
-    b->transaction_id = json_string_value(v);
-    return true;
-}
-
-/** Members of the body, all required; others are ignored. */
-static const struct {
-    const char *name;
-    bool (*take)(const json_t *v, levels_body_t *b);
-    const char *rule;
-} LEVELS_FIELDS[] = {
-    {"count", take_count, "an integer from 1 to 10000"},
-    {"transactionId", take_transaction, "1 to 64 characters of [A-Za-z0-9._:@-]"},
-};
-
-/** Parse and check the body; @p *root keeps the strings alive (json_decref it).
- *  @return false after replying 400. */
-static bool levels_body(bp_http_req_t *req, json_t **root, levels_body_t *b)
-{
-    char detail[128];
-    if (bp_http_req_json(req, root) != BP_OK)
-        return false;
-    for (size_t i = 0; i < sizeof(LEVELS_FIELDS) / sizeof(LEVELS_FIELDS[0]); i++) {
-        const json_t *v = json_object_get(*root, LEVELS_FIELDS[i].name);
-        if (v && LEVELS_FIELDS[i].take(v, b))
-            continue;
-        if (!v)
-            snprintf(detail, sizeof(detail), "%s is required", LEVELS_FIELDS[i].name);
-        else
-            snprintf(detail, sizeof(detail), "%s must be %s", LEVELS_FIELDS[i].name,
-                     LEVELS_FIELDS[i].rule);
-        bp_http_reply_problem(req, 400, "invalid-body", detail);
-        return false;
-    }
-    return true;
-}
-
 /** How each purchase outcome is answered (200 ones with the Progress resource). */
 static const struct {
     int status;
@@ -206,7 +157,7 @@ static void post_levels(bp_http_req_t *req)
     const char *player_id = bp_http_req_param(req, "playerId");
     const bp_http_config_t *cfg = req->env->cfg;
     json_t *root = NULL;
-    levels_body_t b = {0, NULL};
+    bp_levels_body_t b = {0, NULL};
     bp_grants_t g = {NULL, 0};
     bp_purchase_result_t result = BP_PURCHASE_CONFLICT;
     bp_progress_row_t row;
@@ -218,7 +169,7 @@ static void post_levels(bp_http_req_t *req)
                               "level purchases are not configured");
         return;
     }
-    if (!levels_body(req, &root, &b) || !(s = current_season(req)))
+    if (!bp_http_req_body(req, BP_BODY_LEVELS, &root, &b) || !(s = current_season(req)))
         goto out;
     bp_level_purchase_t p = {
         .season = s,
@@ -268,34 +219,13 @@ out:
 /* ---- GET /progress/{playerId}/history ---- */
 
 /** Numeric query parameters of the history. */
-static const struct {
-    const char *name;
-    long long min, max, def;
-    bool empty_is_default; /**< "cursor=" asks for the first page */
-    const char *problem;
-} HISTORY_PARAMS[] = {
-    {"limit", 1, BP_HISTORY_LIMIT_MAX, HISTORY_LIMIT_DEFAULT, false,
-     "limit must be an integer from 1 to 100"},
-    {"cursor", 1, INT64_MAX, 0, true, "cursor must be a nextCursor of an earlier page"},
+enum { P_LIMIT, P_CURSOR, P_COUNT };
+static const bp_query_num_t HISTORY_PARAMS[P_COUNT] = {
+    [P_LIMIT] = {"limit", 1, BP_HISTORY_LIMIT_MAX, HISTORY_LIMIT_DEFAULT, false,
+                 "limit must be an integer from 1 to " STR(BP_HISTORY_LIMIT_MAX)},
+    [P_CURSOR] = {"cursor", 1, INT64_MAX, 0, true,
+                  "cursor must be a nextCursor of an earlier page"},
 };
-
-/** Parse @p s as 1..18 decimal digits within [min, max]. */
-static bool parse_count(const char *s, long long min, long long max, long long *out)
-{
-    size_t n = strlen(s);
-    long long v = 0;
-    if (n < 1 || n > 18)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < min || v > max)
-        return false;
-    *out = v;
-    return true;
-}
 
 /** @return the item as JSON, NULL when out of memory. */
 static json_t *history_item_json(const bp_history_item_t *it)
@@ -318,21 +248,14 @@ static json_t *history_item_json(const bp_history_item_t *it)
 static void get_history(bp_http_req_t *req)
 {
     const char *player_id = bp_http_req_param(req, "playerId");
-    long long nums[sizeof(HISTORY_PARAMS) / sizeof(HISTORY_PARAMS[0])];
+    long long nums[P_COUNT];
     bp_history_t h = {NULL, 0, 0};
     bp_pg_t *pg = NULL;
     json_t *items = NULL;
     char cursor[24];
 
-    for (size_t i = 0; i < sizeof(HISTORY_PARAMS) / sizeof(HISTORY_PARAMS[0]); i++) {
-        const char *v = bp_http_req_query(req, HISTORY_PARAMS[i].name);
-        nums[i] = HISTORY_PARAMS[i].def;
-        if (!v || (!*v && HISTORY_PARAMS[i].empty_is_default) ||
-            parse_count(v, HISTORY_PARAMS[i].min, HISTORY_PARAMS[i].max, &nums[i]))
-            continue;
-        bp_http_reply_problem(req, 400, "invalid-parameter", HISTORY_PARAMS[i].problem);
+    if (!bp_http_req_query_nums(req, HISTORY_PARAMS, P_COUNT, nums))
         return;
-    }
     const char *season_id = bp_http_req_query(req, "seasonId");
     if (season_id && !bp_id_valid(season_id, strlen(season_id))) {
         bp_http_reply_problem(req, 400, "invalid-parameter",
@@ -344,7 +267,8 @@ static void get_history(bp_http_req_t *req)
 
     bp_err_t err = bp_http_req_pg(req, &pg);
     if (err == BP_OK)
-        err = bp_pg_history(pg, player_id, season_id, (int64_t)nums[1], (size_t)nums[0], &h);
+        err = bp_pg_history(pg, player_id, season_id, (int64_t)nums[P_CURSOR],
+                            (size_t)nums[P_LIMIT], &h);
     if (err != BP_OK) {
         bp_http_reply_store_error(req, err, "read the history");
         return;

@@ -10,15 +10,13 @@
 #include "core/reward.h"
 #include "core/timefmt.h"
 #include "http/auth.h"
+#include "http/bodies.h"
 #include "http/grants.h"
 #include "http/request.h"
 #include "store/rewards.h"
 
 /** Claims: the player (self) or a service acting for any player; admins read only. */
 #define ACCESS_CLAIM (BP_ACCESS_TOKEN | BP_SCOPE_PLAYER | BP_SCOPE_SERVICE)
-
-#define STR_(x) #x
-#define STR(x) STR_(x)
 
 /** The problem slug of each refused claim; the status comes from bp_claim_verdict_status. */
 static const struct {
@@ -30,38 +28,6 @@ static const struct {
     {BP_CLAIM_LEVEL_NOT_REACHED, "level-not-reached"},
     {BP_CLAIM_PREMIUM_REQUIRED, "premium-required"},
     {BP_CLAIM_ALREADY_CLAIMED, "already-claimed"},
-};
-
-/** The claim body, filled by the field table below. */
-typedef struct {
-    int32_t level;
-    bp_tier_t tier;
-} claim_body_t;
-
-/** Parse one member into the body. @return false when the value breaks the field's rule. */
-typedef bool (*field_fn)(const json_t *v, claim_body_t *b);
-
-static bool parse_level(const json_t *v, claim_body_t *b)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > BP_LEVEL_MAX)
-        return false;
-    b->level = (int32_t)json_integer_value(v);
-    return true;
-}
-
-static bool parse_tier(const json_t *v, claim_body_t *b)
-{
-    return json_is_string(v) && bp_tier_parse(json_string_value(v), &b->tier) == BP_OK;
-}
-
-/** Members of the claim body; all required, others ignored. */
-static const struct {
-    const char *name;
-    field_fn parse;
-    const char *rule; /**< completes "<name> must be ..." */
-} CLAIM_FIELDS[] = {
-    {"level", parse_level, "an integer from 1 to " STR(BP_LEVEL_MAX)},
-    {"tier", parse_tier, "\"free\" or \"premium\""},
 };
 
 /**
@@ -145,35 +111,14 @@ static void get_rewards(bp_http_req_t *req)
     req->resp.cache_control = "no-store";
 }
 
-/** Parse and check the claim body. @return false after replying 400. */
-static bool claim_body(bp_http_req_t *req, claim_body_t *b)
-{
-    json_t *root = NULL;
-    char detail[128];
-    bool ok = true;
-    if (bp_http_req_json(req, &root) != BP_OK)
-        return false;
-    for (size_t i = 0; ok && i < sizeof(CLAIM_FIELDS) / sizeof(CLAIM_FIELDS[0]); i++) {
-        const json_t *v = json_object_get(root, CLAIM_FIELDS[i].name);
-        if (!v)
-            snprintf(detail, sizeof(detail), "%s is required", CLAIM_FIELDS[i].name);
-        else
-            snprintf(detail, sizeof(detail), "%s must be %s", CLAIM_FIELDS[i].name,
-                     CLAIM_FIELDS[i].rule);
-        ok = v && CLAIM_FIELDS[i].parse(v, b);
-    }
-    json_decref(root);
-    if (!ok)
-        bp_http_reply_problem(req, 400, "invalid-body", detail);
-    return ok;
-}
-
 static void post_claim(bp_http_req_t *req)
 {
     const char *player_id = bp_http_req_param(req, "playerId");
-    claim_body_t b = {0, BP_TIER_FREE};
-    if (!claim_body(req, &b))
+    bp_claim_body_t b;
+    json_t *root = NULL;
+    if (!bp_http_req_body(req, BP_BODY_CLAIM, &root, &b))
         return;
+    json_decref(root); /* the claim body holds no strings */
     const bp_season_t *s = reward_season(req, true);
     if (!s)
         return;

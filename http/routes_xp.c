@@ -19,17 +19,13 @@
 #include "app/log.h"
 #include "core/event.h"
 #include "core/season.h"
-#include "core/timefmt.h"
 #include "http/auth.h"
+#include "http/bodies.h"
 #include "http/request.h"
 #include "producers/codec.h"
 #include "producers/producer.h"
 #include "store/cache.h"
 
-/** Most metadata entries, and longest key and value, of one grant. */
-#define META_MAX 32
-#define META_KEY_MAX 64
-#define META_VALUE_MAX 512
 /** Rate-limit window: grants are counted per player per minute. */
 #define RATE_WINDOW_S 60
 /** A broker that does not acknowledge within this time fails the request (503): the
@@ -163,158 +159,6 @@ void bp_http_xp_destroy(bp_http_xp_t *x)
     free(x);
 }
 
-/* ---- the request body ---- */
-
-typedef struct {
-    bp_xp_event_t ev;
-    bool has_time;
-    size_t n_meta;
-    const char *meta_keys[META_MAX]; /* borrowed from the parsed body */
-    const char *meta_values[META_MAX];
-} grant_t;
-
-/* One member's parser: false with @p why set when the value is not acceptable. */
-typedef bool (*member_fn)(json_t *v, grant_t *g, char *why, size_t why_len);
-
-/* @return true when @p v is a string of 1..@p max bytes of printable ASCII. */
-static bool printable(json_t *v, size_t max)
-{
-    if (!json_is_string(v))
-        return false;
-    const char *s = json_string_value(v);
-    size_t n = json_string_length(v);
-    if (n < 1 || n > max)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (s[i] < 0x20 || s[i] > 0x7e)
-            return false;
-    return true;
-}
-
-static bool parse_amount(json_t *v, grant_t *g, char *why, size_t why_len)
-{
-    if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-        json_integer_value(v) > BP_XP_AMOUNT_MAX) {
-        snprintf(why, why_len, "amount must be an integer from 1 to %d", BP_XP_AMOUNT_MAX);
-        return false;
-    }
-    g->ev.amount = (int32_t)json_integer_value(v);
-    return true;
-}
-
-static bool parse_reason(json_t *v, grant_t *g, char *why, size_t why_len)
-{
-    if (!printable(v, BP_REASON_MAX)) {
-        snprintf(why, why_len, "reason must be a string of 1 to %d printable ASCII characters",
-                 BP_REASON_MAX);
-        return false;
-    }
-    memcpy(g->ev.reason, json_string_value(v), json_string_length(v) + 1);
-    return true;
-}
-
-static bool parse_metadata(json_t *v, grant_t *g, char *why, size_t why_len)
-{
-    const char *key;
-    json_t *val;
-    if (!json_is_object(v)) {
-        snprintf(why, why_len, "metadata must be an object of string values");
-        return false;
-    }
-    if (json_object_size(v) > META_MAX) {
-        snprintf(why, why_len, "metadata may hold at most %d entries", META_MAX);
-        return false;
-    }
-    json_object_foreach(v, key, val)
-    {
-        size_t klen = strlen(key);
-        /* A NUL inside a value would cut it short on the wire: refuse it. */
-        if (!json_is_string(val) || strlen(json_string_value(val)) != json_string_length(val)) {
-            char esc[6 * META_KEY_MAX + 8];
-            snprintf(why, why_len, "metadata.%s must be a string",
-                     bp_log_str(esc, sizeof(esc), klen > META_KEY_MAX ? "(key)" : key));
-            return false;
-        }
-        if (klen < 1 || klen > META_KEY_MAX || json_string_length(val) > META_VALUE_MAX) {
-            snprintf(why, why_len,
-                     "metadata keys must be 1 to %d bytes and values at most %d bytes",
-                     META_KEY_MAX, META_VALUE_MAX);
-            return false;
-        }
-        g->meta_keys[g->n_meta] = key;
-        g->meta_values[g->n_meta] = json_string_value(val);
-        g->n_meta++;
-    }
-    return true;
-}
-
-static bool parse_occurred_at(json_t *v, grant_t *g, char *why, size_t why_len)
-{
-    int64_t ms;
-    if (!json_is_string(v) || bp_time_parse(json_string_value(v), &ms) != BP_OK || ms <= 0) {
-        snprintf(why, why_len, "occurredAt must be an RFC 3339 time (2026-01-01T12:00:00Z)");
-        return false;
-    }
-    g->ev.occurred_at_ms = ms;
-    g->has_time = true;
-    return true;
-}
-
-static bool parse_season_id(json_t *v, grant_t *g, char *why, size_t why_len)
-{
-    if (!json_is_string(v) || !bp_id_valid(json_string_value(v), json_string_length(v))) {
-        snprintf(why, why_len, "seasonId must be 1 to %d characters of [A-Za-z0-9._:@-]",
-                 BP_ID_MAX);
-        return false;
-    }
-    memcpy(g->ev.season_id, json_string_value(v), json_string_length(v) + 1);
-    return true;
-}
-
-static const struct {
-    const char *name;
-    bool required;
-    member_fn parse;
-} members[] = {
-    {"amount", true, parse_amount},       {"reason", true, parse_reason},
-    {"metadata", false, parse_metadata},  {"occurredAt", false, parse_occurred_at},
-    {"seasonId", false, parse_season_id},
-};
-#define N_MEMBERS (sizeof(members) / sizeof(members[0]))
-
-/* Fill @p g from the body. @return false with @p why set on the first problem. */
-static bool parse_body(json_t *root, grant_t *g, char *why, size_t why_len)
-{
-    const char *key;
-    json_t *val;
-    bool seen[N_MEMBERS] = {false};
-    json_object_foreach(root, key, val)
-    {
-        size_t i = 0;
-        while (i < N_MEMBERS && strcmp(members[i].name, key) != 0)
-            i++;
-        if (i == N_MEMBERS) {
-            char esc[96];
-            snprintf(why, why_len,
-                     "unknown member \"%s\" (expected amount, reason, metadata, occurredAt, "
-                     "seasonId)",
-                     bp_log_str(esc, 64, key));
-            return false;
-        }
-        if (json_is_null(val) && !members[i].required)
-            continue; /* an optional member given as null is absent */
-        if (!members[i].parse(val, g, why, why_len))
-            return false;
-        seen[i] = true;
-    }
-    for (size_t i = 0; i < N_MEMBERS; i++)
-        if (members[i].required && !seen[i]) {
-            snprintf(why, why_len, "missing member \"%s\"", members[i].name);
-            return false;
-        }
-    return true;
-}
-
 /* 128 random bits as 32 hex digits. @return false when the kernel gives no randomness. */
 static bool random_event_id(char *out, size_t len)
 {
@@ -373,7 +217,7 @@ static bool rate_allows(bp_http_req_t *req, bp_http_xp_t *x, const char *player_
 /* Encode and produce @p g, waiting for its delivery report.
  * @return BP_OK (acknowledged by the broker), BP_ERETRY (refused, failed or timed out),
  *         BP_ENOMEM/BP_EINVAL (could not encode). */
-static bp_err_t produce(bp_http_xp_t *x, const grant_t *g)
+static bp_err_t produce(bp_http_xp_t *x, const bp_xp_body_t *g)
 {
     void *buf = NULL;
     size_t len = 0;
@@ -420,7 +264,7 @@ static int64_t mono_ms(void)
 /* produce() behind a circuit breaker: after a failed delivery, grants fail fast for
  * KAFKA_RETRY_AFTER_S; then a single request probes while the others still fail fast.
  * @return as produce(). */
-static bp_err_t produce_guarded(bp_http_xp_t *x, const grant_t *g)
+static bp_err_t produce_guarded(bp_http_xp_t *x, const bp_xp_body_t *g)
 {
     bool probe = false;
     int64_t until = atomic_load(&x->fail_fast_until);
@@ -444,21 +288,16 @@ static void grant_xp(bp_http_req_t *req)
 {
     bp_http_xp_t *x = req->env->xp;
     const char *player_id = bp_http_req_param(req, "playerId");
-    grant_t g;
+    bp_xp_body_t g;
     char why[256];
     json_t *root = NULL;
-    memset(&g, 0, sizeof(g));
 
     if (!x) {
         bp_http_reply_problem(req, 503, "xp-grants-unavailable", "XP grants are not configured");
         return;
     }
-    if (bp_http_req_json(req, &root) != BP_OK)
+    if (!bp_http_req_body(req, BP_BODY_XP, &root, &g))
         return;
-    if (!parse_body(root, &g, why, sizeof(why))) {
-        bp_http_reply_problem(req, 400, "invalid-body", why);
-        goto out;
-    }
     const char *key = bp_http_req_header(req, "Idempotency-Key");
     if (key) {
         if (!bp_id_valid(key, strlen(key))) {
@@ -474,7 +313,7 @@ static void grant_xp(bp_http_req_t *req)
         goto out;
     }
     snprintf(g.ev.player_id, sizeof(g.ev.player_id), "%s", player_id);
-    if (!g.has_time)
+    if (g.ev.occurred_at_ms == 0) /* absent */
         g.ev.occurred_at_ms = req->now_ms;
 
     /* An explicit season must exist and contain occurredAt, or the worker would only
