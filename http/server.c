@@ -329,17 +329,37 @@ static bp_err_t build_routes(bp_http_t *h)
     return BP_OK;
 }
 
-/** @return the connection limit: CONNECTION_LIMIT_MAX or what the fd limit leaves. */
+/**
+ * @return the connection limit: CONNECTION_LIMIT_MAX, or what the descriptor limit leaves.
+ * The soft RLIMIT_NOFILE is raised first, up to the hard one: many systems start processes
+ * at a soft 1024, which would hold fewer than a thousand clients at once (the others wait
+ * in the listen queue until a connection closes, and keep-alive ones close only after
+ * CONNECTION_TIMEOUT_S).
+ */
 static unsigned connection_limit(int threads)
 {
     struct rlimit rl;
     unsigned limit = CONNECTION_LIMIT_MAX;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-        /* Leave room for listen/epoll/ITC fds and the store connections. */
-        rlim_t reserve = 64 + (rlim_t)threads * 8;
-        rlim_t room = rl.rlim_cur > reserve + 16 ? rl.rlim_cur - reserve : 16;
-        if (room < limit)
-            limit = (unsigned)room;
+    /* Leave room for listen/epoll/ITC fds and the store connections. */
+    rlim_t reserve = 64 + (rlim_t)threads * 8;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return limit;
+    rlim_t want = CONNECTION_LIMIT_MAX + reserve;
+    if (rl.rlim_cur < want && rl.rlim_max > rl.rlim_cur) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            BP_LOG_INFO("descriptor limit raised for HTTP connections", "\"from\":%llu,\"to\":%llu",
+                        (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+        else
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    rlim_t room = rl.rlim_cur > reserve + 16 ? rl.rlim_cur - reserve : 16;
+    if (room < limit) {
+        limit = (unsigned)room;
+        BP_LOG_WARN("HTTP connections limited by the descriptor limit (RLIMIT_NOFILE)",
+                    "\"maxConnections\":%u,\"nofile\":%llu", limit,
+                    (unsigned long long)rl.rlim_cur);
     }
     return limit;
 }
@@ -415,6 +435,7 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
         goto out;
     }
 
+    unsigned max_conns = connection_limit(h->cfg.threads);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
     flags |= MHD_ALLOW_SUSPEND_RESUME; /* event streams wait suspended (http/stream.c) */
     flags |= MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES ? MHD_USE_EPOLL : MHD_USE_POLL;
@@ -423,9 +444,9 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
     h->daemon = MHD_start_daemon(
         flags, cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->cfg.threads,
-        MHD_OPTION_CONNECTION_LIMIT, connection_limit(h->cfg.threads),
-        MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, max_conns, MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_END);
     if (!h->daemon) {
         BP_LOG_ERROR("cannot start the HTTP server", "\"host\":\"%s\",\"port\":%u",
                      host ? host : "", (unsigned)cfg->port);
@@ -433,8 +454,9 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
         goto out;
     }
     BP_LOG_INFO("HTTP server listening",
-                "\"host\":\"%s\",\"port\":%u,\"threads\":%d,\"poll\":\"%s\"", host ? host : "",
-                (unsigned)cfg->port, h->cfg.threads, (flags & MHD_USE_EPOLL) ? "epoll" : "poll");
+                "\"host\":\"%s\",\"port\":%u,\"threads\":%d,\"poll\":\"%s\",\"maxConnections\":%u",
+                host ? host : "", (unsigned)cfg->port, h->cfg.threads,
+                (flags & MHD_USE_EPOLL) ? "epoll" : "poll", max_conns);
 out:
     if (ai)
         freeaddrinfo(ai);
