@@ -8,10 +8,16 @@
  *
  * Known limits of the 2.0.2 mock (design §6): a group join takes ~3 s, session.timeout.ms
  * must be >= 3000, commits are refused during a rebalance, no transactional control records,
- * no admin API (topics are created here). With --control, faults (brokers down/up, request
- * errors, latency) can be injected while it runs: tools/devbroker_control.c, docs/faults.md.
- * Listener ports are always chosen by the kernel: the mock binds 127.0.0.1:0 and has no setting for
- * a fixed port, hence the bootstrap file.
+ * no admin API (topics are created here). Each partition keeps only its newest 5 MB or
+ * 100,000 message sets (older ones are deleted and the log start offset moves up), and a
+ * fetch finds its offset by walking the message sets from the oldest: a consumer lagging
+ * more than 5 MB behind loses messages, and fetching slows down as a partition fills with
+ * many small producer batches. Listener ports are always chosen by the kernel: the mock
+ * binds 127.0.0.1:0 and has no setting for a fixed port, hence the bootstrap file.
+ *
+ * With --control PATH, faults (brokers down/up, request errors, latency) can be injected
+ * while it runs, one command per line on a Unix socket: tools/devbroker_control.c,
+ * docs/faults.md.
  */
 
 #include <errno.h>
@@ -97,7 +103,9 @@ static void usage(FILE *out, const char *prog)
             "\n"
             "Ports are chosen by the kernel (the 2.0.2 mock cannot listen on a fixed port);\n"
             "read them from stdout or the bootstrap file. Consumers need\n"
-            "session.timeout.ms >= 3000; a group join takes about 3 s.\n",
+            "session.timeout.ms >= 3000; a group join takes about 3 s. Each partition keeps\n"
+            "only its newest 5 MB (or 100,000 producer batches): use more partitions to hold\n"
+            "more, and do not let a consumer lag further behind.\n",
             prog, prog, DEFAULT_PARTITIONS, DEFAULT_REPLICATION, DEFAULT_BROKERS);
 }
 
