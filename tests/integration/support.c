@@ -253,6 +253,60 @@ bool it_http_wait(uint16_t port, int timeout_ms)
     return false;
 }
 
+/* ---- faults ---- */
+
+bool it_fault(const char *what)
+{
+    char words[1024], script[1100];
+    const char *argv[96];
+    int argc = 0;
+    const char *src = getenv("BP_SOURCE_DIR") ? getenv("BP_SOURCE_DIR") : BP_SOURCE_DIR;
+    if (!getenv("BP_RUN_DIR") || !getenv("BP_PG_PORT") || !getenv("BP_REDIS_PORT")) {
+        fprintf(stderr,
+                "it_fault(%s): BP_RUN_DIR, BP_PG_PORT and BP_REDIS_PORT must name the "
+                "services (run through scripts/test)\n",
+                what);
+        return false;
+    }
+    snprintf(script, sizeof(script), "%s/scripts/services", src);
+    snprintf(words, sizeof(words), "%s", what);
+    argv[argc++] = script;
+    argv[argc++] = "fault";
+    for (char *save = NULL, *w = strtok_r(words, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+        if (argc == (int)(sizeof(argv) / sizeof(argv[0])) - 1 || strlen(what) >= sizeof(words)) {
+            fprintf(stderr, "it_fault(%.40s...): too long\n", what);
+            return false;
+        }
+        argv[argc++] = w;
+    }
+    argv[argc] = NULL;
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0)
+        return false;
+    if (pid == 0) {
+        /* scripts/services looks for devbroker in BP_BUILD_DIR: the daemon's build. */
+        const char *daemon = getenv("BP_BATTLEPASSD");
+        if (!getenv("BP_BUILD_DIR") && daemon && strrchr(daemon, '/')) {
+            char dir[1024];
+            snprintf(dir, sizeof(dir), "%.*s", (int)(strrchr(daemon, '/') - daemon), daemon);
+            setenv("BP_BUILD_DIR", dir, 1);
+        }
+        execv(script, (char *const *)argv);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return false;
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return true;
+    fprintf(stderr, "it_fault: 'scripts/services fault %s' failed (status %d)\n", what,
+            WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return false;
+}
+
 /* ---- Kafka ---- */
 
 struct it_producer {

@@ -130,6 +130,18 @@ char *it_jwt(const char *secret, const char *sub, const char *scope, long exp_of
 /** Load a season definition file into @p s (for computing expected levels). */
 bool it_season_load(const char *path, bp_season_t *s);
 
+/**
+ * Inject a fault into the services of scripts/services: runs `scripts/services fault WHAT`
+ * (@p what is split on spaces, e.g. "pg-stop", "redis-start", "broker broker down 2",
+ * "broker errors Fetch NOT_LEADER_FOR_PARTITION", "broker clear Fetch"; see docs/faults.md)
+ * from $BP_SOURCE_DIR, with the caller's stdout and stderr. Needs the environment that
+ * scripts/test exports (BP_RUN_DIR, BP_PG_PORT, BP_REDIS_PORT; BP_BUILD_DIR defaults to
+ * the directory of $BP_BATTLEPASSD): without BP_RUN_DIR nothing runs, since the script's
+ * defaults would reach the developer's own services.
+ * @return true when the command exited 0; false otherwise (with a message on stderr).
+ */
+bool it_fault(const char *what);
+
 /** Milliseconds since the epoch. */
 int64_t it_now_ms(void);
 
