@@ -747,7 +747,7 @@ bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
     if (err != BP_OK || *cfg->stop)
         goto out;
     BP_LOG_INFO("worker started", "\"topic\":\"%s\",\"group\":\"%s\"", cfg->xp_topic, cfg->group);
-    int64_t last_relay = 0, last_stats = mono_ms(), last_close = 0;
+    int64_t last_relay = 0, last_stats = mono_ms(), last_close = 0, last_catch_up = 0;
     while (!*cfg->stop) {
         if (bp_seasons_refresh(cfg->seasons, w.pg, now_ms(), 0) == BP_EFATAL) {
             err = BP_EFATAL;
@@ -784,6 +784,15 @@ bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
             bp_seasons_release(cfg->seasons, snap);
             last_close = mono_ms();
             relay(&w); /* the grants' RewardGrant events */
+        }
+        /* Progress the cache missed is written again by the cache client before any other
+         * write; when no batch comes, this gets it there anyway. */
+        if (w.cache && bp_cache_behind(w.cache) && mono_ms() - last_catch_up >= 1000) {
+            if (bp_cache_catch_up(w.cache) == BP_OK && w.cache_down) {
+                BP_LOG_INFO("redis available again", NULL);
+                w.cache_down = false;
+            }
+            last_catch_up = mono_ms();
         }
         if (mono_ms() - last_stats >= STATS_EVERY_MS) {
             log_stats(&w);

@@ -1,6 +1,7 @@
 /** @file Redis progress cache and real-time publication over one synchronous hiredis
- *  connection (RESP2), connected lazily and dropped on any I/O error. Not thread-safe:
- *  one bp_cache_t per thread. */
+ *  connection (RESP2), connected lazily and dropped on any I/O error; progress writes that
+ *  failed are remembered and written again once Redis answers. Not thread-safe: one
+ *  bp_cache_t per thread. */
 #include "store/cache.h"
 
 #include <errno.h>
@@ -23,6 +24,11 @@
 #define RECONNECT_AFTER_MS 1000
 /* Commands sent before their replies are read: bounds hiredis's buffers on huge batches. */
 #define PIPELINE_CHUNK 512
+/* Progress writes remembered while Redis fails, at most (distinct season and player); past
+ * that the client forgets every cached progress entry instead once Redis is back. */
+#define MISSED_MAX BP_CACHE_MISSED_MAX
+/* Keys removed per SCAN step when forgetting every progress entry. */
+#define FORGET_CHUNK 1000
 #define HOST_MAX 255
 #define KEY_MAX (sizeof("bp:progress:{}:") + 2 * BP_ID_MAX)
 /* Escaped ids may grow up to 6x (\u00XX); bp_log_str needs 7 bytes of headroom. */
@@ -68,6 +74,25 @@ struct bp_cache {
     char sha[48];      /* SHA1 of SCRIPT as returned by SCRIPT LOAD */
     int64_t next_connect_ms;
     bool down; /* unreachability already logged; cleared (and logged) on reconnect */
+
+    /* Progress writes that did not reach Redis. A Redis that kept its data through the
+     * outage (a stall, a partition, a restart from a snapshot) would otherwise serve the
+     * older totals until their TTL; they are written again before anything else once
+     * Redis answers (the monotonic script makes that safe whatever happened meanwhile). */
+    struct missed *missed; /* distinct (season, player), highest total kept */
+    size_t n_missed, cap_missed;
+    uint32_t *slots;          /* open addressing over missed: index + 1, 0 = free */
+    size_t n_slots;           /* a power of two >= 2 * cap_missed */
+    bool missed_overflow;     /* more than MISSED_MAX: forget every progress entry instead */
+    int64_t next_catch_up_ms; /* after Redis refused the catch-up, not before this */
+};
+
+struct missed {
+    char season_id[BP_ID_MAX + 1];
+    char player_id[BP_ID_MAX + 1];
+    int64_t total_xp;
+    int32_t level;
+    int64_t updated_at_ms;
 };
 
 /* One EVAL(SHA) of SCRIPT, fully formatted. */
@@ -269,6 +294,8 @@ void bp_cache_destroy(bp_cache_t *c)
     if (!c)
         return;
     drop(c);
+    free(c->missed);
+    free(c->slots);
     free(c->user);
     if (c->password) {
         memset(c->password, 0, strlen(c->password));
@@ -465,7 +492,219 @@ static bp_err_t pipeline(bp_cache_t *c, size_t n, item_fn fn, const void *arg, b
     return rc;
 }
 
-/* Run @p op once, and once more on a fresh connection when an old one turned out stale. */
+static void make_key(char *key, const char *season_id, const char *player_id)
+{
+    snprintf(key, KEY_MAX, "bp:progress:{%s}:%s", season_id, player_id);
+}
+
+/* A progress write of a batch (or of a write missed earlier) as a pipeline item. */
+static void progress_item(item_t *it, const char *season_id, const char *player_id,
+                          int64_t total_xp, int32_t level, int64_t updated_at_ms)
+{
+    char pe[ESC_MAX], se[ESC_MAX];
+    make_key(it->key, season_id, player_id);
+    it->total_xp = (long long)total_xp;
+    it->level = level;
+    it->updated_at = (long long)updated_at_ms;
+    it->premium = ""; /* unknown here; filled from PostgreSQL */
+    it->paid_xp[0] = '\0';
+    snprintf(it->channel, sizeof(it->channel), "bp:progress:%s", player_id);
+    snprintf(it->msg, sizeof(it->msg),
+             "{\"playerId\":\"%s\",\"seasonId\":\"%s\",\"totalXp\":%lld,\"level\":%d}",
+             bp_log_str(pe, sizeof(pe), player_id), bp_log_str(se, sizeof(se), season_id),
+             (long long)total_xp, level);
+}
+
+/* ---- progress writes that failed, written again later ---- */
+
+static uint32_t missed_hash(const char *season_id, const char *player_id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a over "season\0player" */
+    for (const char *p = season_id; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    h = (h ^ 0u) * 16777619u;
+    for (const char *p = player_id; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return h;
+}
+
+static void missed_clear(bp_cache_t *c)
+{
+    free(c->missed);
+    free(c->slots);
+    c->missed = NULL;
+    c->slots = NULL;
+    c->n_missed = c->cap_missed = c->n_slots = 0;
+    c->missed_overflow = false;
+}
+
+/* Double the room for missed writes and rebuild the index. @return false when the bound
+ * is reached or memory is short (the caller gives up tracking one by one). */
+static bool missed_grow(bp_cache_t *c)
+{
+    size_t cap = c->cap_missed ? c->cap_missed * 2 : 256;
+    if (c->cap_missed >= MISSED_MAX)
+        return false;
+    if (cap > MISSED_MAX)
+        cap = MISSED_MAX;
+    size_t n_slots = 1;
+    while (n_slots < cap * 2)
+        n_slots *= 2;
+    struct missed *m = realloc(c->missed, cap * sizeof(*m));
+    if (!m)
+        return false;
+    c->missed = m;
+    uint32_t *slots = calloc(n_slots, sizeof(*slots));
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < c->n_missed; i++) {
+        size_t k = missed_hash(m[i].season_id, m[i].player_id) & (n_slots - 1);
+        while (slots[k])
+            k = (k + 1) & (n_slots - 1);
+        slots[k] = (uint32_t)(i + 1);
+    }
+    free(c->slots);
+    c->slots = slots;
+    c->n_slots = n_slots;
+    c->cap_missed = cap;
+    return true;
+}
+
+/* Remember a progress write that did not reach Redis (the highest total per season and
+ * player). Past MISSED_MAX (or without memory) it stops counting them one by one: every
+ * cached progress entry is then forgotten once Redis answers. */
+static void missed_add(bp_cache_t *c, const char *season_id, const char *player_id,
+                       int64_t total_xp, int32_t level, int64_t updated_at_ms)
+{
+    if (c->missed_overflow)
+        return;
+    uint32_t h = missed_hash(season_id, player_id);
+    size_t k = 0;
+    for (int round = 0; round < 2; round++) {
+        /* Already remembered: keep the highest total. Else, when full, grow and look
+         * again for the free slot in the rebuilt index. */
+        k = c->n_slots ? h & (c->n_slots - 1) : 0;
+        for (; c->n_slots && c->slots[k]; k = (k + 1) & (c->n_slots - 1)) {
+            struct missed *m = &c->missed[c->slots[k] - 1];
+            if (strcmp(m->season_id, season_id) == 0 && strcmp(m->player_id, player_id) == 0) {
+                if (total_xp > m->total_xp) {
+                    m->total_xp = total_xp;
+                    m->level = level;
+                    m->updated_at_ms = updated_at_ms;
+                }
+                return;
+            }
+        }
+        if (c->n_missed < c->cap_missed)
+            break;
+        if (round == 1 || !missed_grow(c)) {
+            char hb[HOST_MAX * 6 + 8];
+            BP_LOG_WARN("too many progress writes missed Redis: every cached progress entry "
+                        "will be dropped once it answers",
+                        "\"host\":\"%s\",\"port\":%d,\"missed\":%zu",
+                        bp_log_str(hb, sizeof(hb), c->host), c->port, c->n_missed);
+            missed_clear(c);
+            c->missed_overflow = true;
+            return;
+        }
+    }
+    struct missed *m = &c->missed[c->n_missed];
+    snprintf(m->season_id, sizeof(m->season_id), "%s", season_id);
+    snprintf(m->player_id, sizeof(m->player_id), "%s", player_id);
+    m->total_xp = total_xp;
+    m->level = level;
+    m->updated_at_ms = updated_at_ms;
+    c->slots[k] = (uint32_t)++c->n_missed;
+}
+
+static bool missed_item(const void *arg, size_t i, item_t *it)
+{
+    const struct missed *m = &((const bp_cache_t *)arg)->missed[i];
+    progress_item(it, m->season_id, m->player_id, m->total_xp, m->level, m->updated_at_ms);
+    return true;
+}
+
+/* UNLINK every progress entry (SCAN in steps), when too many writes were missed to write
+ * them again one by one: readers fill from PostgreSQL. @return BP_OK, BP_ERETRY. */
+static bp_err_t forget_progress(bp_cache_t *c, bool *stale)
+{
+    char cursor[32] = "0";
+    size_t forgotten = 0;
+    do {
+        redisReply *r =
+            redisCommand(c->ctx, "SCAN %s MATCH bp:progress:{* COUNT %d", cursor, FORGET_CHUNK);
+        if (!r) {
+            *stale = io_failed(c, errno);
+            return BP_ERETRY;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
+            (size_t)r->element[0]->len >= sizeof(cursor)) {
+            BP_LOG_WARN("redis refused a SCAN of the progress entries", NULL);
+            freeReplyObject(r);
+            return BP_ERETRY;
+        }
+        memcpy(cursor, r->element[0]->str, (size_t)r->element[0]->len);
+        cursor[r->element[0]->len] = '\0';
+        size_t n = r->element[1]->elements;
+        const char **argv = n ? malloc((n + 1) * sizeof(*argv)) : NULL;
+        size_t *lens = n ? malloc((n + 1) * sizeof(*lens)) : NULL;
+        bp_err_t rc = BP_OK;
+        if (n && (!argv || !lens)) {
+            rc = BP_ERETRY;
+        } else if (n) {
+            argv[0] = "UNLINK";
+            lens[0] = 6;
+            for (size_t i = 0; i < n; i++) {
+                argv[i + 1] = r->element[1]->element[i]->str;
+                lens[i + 1] = r->element[1]->element[i]->len;
+            }
+            redisReply *u = redisCommandArgv(c->ctx, (int)n + 1, argv, lens);
+            if (!u) {
+                *stale = io_failed(c, errno);
+                rc = BP_ERETRY;
+            } else if (u->type == REDIS_REPLY_ERROR) {
+                rc = BP_ERETRY;
+            }
+            freeReplyObject(u);
+            forgotten += n;
+        }
+        free(argv);
+        free(lens);
+        freeReplyObject(r);
+        if (rc != BP_OK)
+            return rc;
+    } while (strcmp(cursor, "0") != 0);
+    BP_LOG_INFO("cached progress entries dropped after missed writes", "\"keys\":%zu", forgotten);
+    return BP_OK;
+}
+
+/* Before anything else on a working connection: write again what was missed. @return
+ * BP_OK (done, nothing to do, or Redis refused it: tried again later while the caller goes
+ * on), BP_ERETRY on an I/O error (the connection is gone; *stale as for any operation). */
+static bp_err_t catch_up(bp_cache_t *c, bool *stale)
+{
+    if ((c->n_missed == 0 && !c->missed_overflow) || mono_ms() < c->next_catch_up_ms)
+        return BP_OK;
+    size_t n = c->n_missed;
+    bool all = c->missed_overflow;
+    bp_err_t rc = all ? forget_progress(c, stale) : pipeline(c, n, missed_item, c, stale);
+    if (rc == BP_OK) {
+        char hb[HOST_MAX * 6 + 8];
+        BP_LOG_INFO("redis caught up with the progress writes it missed",
+                    "\"host\":\"%s\",\"port\":%d,\"written\":%zu,\"droppedAll\":%s",
+                    bp_log_str(hb, sizeof(hb), c->host), c->port, n, all ? "true" : "false");
+        missed_clear(c);
+        return BP_OK;
+    }
+    if (!c->ctx)
+        return BP_ERETRY;
+    c->next_catch_up_ms = mono_ms() + RECONNECT_AFTER_MS;
+    return BP_OK;
+}
+
+/* Run @p op once (after catching up with missed writes), and once more on a fresh
+ * connection when an old one turned out stale. */
 typedef bp_err_t (*op_fn)(bp_cache_t *c, const void *arg, bool *stale);
 
 static bp_err_t with_connection(bp_cache_t *c, op_fn op, const void *arg)
@@ -479,17 +718,14 @@ static bp_err_t with_connection(bp_cache_t *c, op_fn op, const void *arg)
             rc = BP_ERETRY;
             break;
         }
-        rc = op(c, arg, &stale);
+        rc = catch_up(c, &stale);
+        if (rc == BP_OK && op)
+            rc = op(c, arg, &stale);
         if (c->ctx || fresh || !stale)
             break; /* done, or failed on a connection made in this call */
     }
     sigpipe_restore(&g);
     return rc;
-}
-
-static void make_key(char *key, const char *season_id, const char *player_id)
-{
-    snprintf(key, KEY_MAX, "bp:progress:{%s}:%s", season_id, player_id);
 }
 
 typedef struct {
@@ -499,27 +735,22 @@ typedef struct {
     int64_t now_ms;
 } put_args_t;
 
+/* The season of change @p ch, or NULL when it has none (nothing cached then). */
+static const char *put_season(const put_args_t *a, const bp_progress_change_t *ch)
+{
+    if (ch->season_idx < 0 || !ch->player_id[0])
+        return NULL;
+    return a->season_ids[ch->season_idx];
+}
+
 static bool put_item(const void *arg, size_t i, item_t *it)
 {
     const put_args_t *a = arg;
     const bp_progress_change_t *ch = &a->ch[i];
-    char pe[ESC_MAX], se[ESC_MAX];
-    if (ch->season_idx < 0 || !ch->player_id[0])
-        return false; /* not attributed to a season: nothing cached */
-    const char *season_id = a->season_ids[ch->season_idx];
+    const char *season_id = put_season(a, ch);
     if (!season_id)
         return false;
-    make_key(it->key, season_id, ch->player_id);
-    it->total_xp = (long long)ch->total_xp;
-    it->level = ch->level;
-    it->updated_at = (long long)a->now_ms;
-    it->premium = ""; /* unknown here; filled from PostgreSQL */
-    it->paid_xp[0] = '\0';
-    snprintf(it->channel, sizeof(it->channel), "bp:progress:%s", ch->player_id);
-    snprintf(it->msg, sizeof(it->msg),
-             "{\"playerId\":\"%s\",\"seasonId\":\"%s\",\"totalXp\":%lld,\"level\":%d}",
-             bp_log_str(pe, sizeof(pe), ch->player_id), bp_log_str(se, sizeof(se), season_id),
-             (long long)ch->total_xp, ch->level);
+    progress_item(it, season_id, ch->player_id, ch->total_xp, ch->level, a->now_ms);
     return true;
 }
 
@@ -535,7 +766,27 @@ bp_err_t bp_cache_put_progress(bp_cache_t *c, const char *const *season_ids,
     put_args_t a = {season_ids, ch, n, now_ms};
     if (n == 0)
         return BP_OK;
-    return with_connection(c, put_op, &a);
+    bp_err_t rc = with_connection(c, put_op, &a);
+    if (rc != BP_OK) /* part of it may have landed: the monotonic script makes a resend safe */
+        for (size_t i = 0; i < n; i++) {
+            const char *season_id = put_season(&a, &ch[i]);
+            if (season_id)
+                missed_add(c, season_id, ch[i].player_id, ch[i].total_xp, ch[i].level, now_ms);
+        }
+    return rc;
+}
+
+bp_err_t bp_cache_catch_up(bp_cache_t *c)
+{
+    if (!bp_cache_behind(c))
+        return BP_OK;
+    bp_err_t rc = with_connection(c, NULL, NULL);
+    return rc == BP_OK && bp_cache_behind(c) ? BP_ERETRY : rc;
+}
+
+bool bp_cache_behind(const bp_cache_t *c)
+{
+    return c->n_missed > 0 || c->missed_overflow;
 }
 
 typedef struct {

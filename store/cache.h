@@ -3,6 +3,7 @@
 #ifndef BP_CACHE_H
 #define BP_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,16 +21,35 @@ typedef struct bp_cache bp_cache_t;
 bp_err_t bp_cache_new(const char *url, int ttl_s, bp_cache_t **out) BP_MUSTCHECK;
 void bp_cache_destroy(bp_cache_t *c);
 
+/** Failed progress writes remembered one by one (distinct season and player), at most. */
+#define BP_CACHE_MISSED_MAX 100000
+
 /**
  * Write the progress rows of a committed batch in one pipeline; a row only replaces a
  * cached one with a lower totalXp (XP never decreases, so a late writer cannot regress
  * the cache); publishes each change on channel "bp:progress:<playerId>".
- * @return BP_OK, or BP_ERETRY when Redis is unreachable (nothing to undo: reads fall back
- *         to PostgreSQL and entries expire after the TTL).
+ * @return BP_OK, or BP_ERETRY when Redis is unreachable or refused: the rows are then
+ *         remembered (the highest total per season and player, up to BP_CACHE_MISSED_MAX) and
+ *         written again, before anything else, by the next call that finds Redis working,
+ *         so that a Redis that kept its data does not serve older totals until their TTL.
+ *         Past that bound every cached progress entry is dropped instead (readers fill
+ *         them from PostgreSQL). Reads fall back to PostgreSQL meanwhile.
  */
 bp_err_t bp_cache_put_progress(bp_cache_t *c, const char *const *season_ids,
                                const bp_progress_change_t *ch, size_t n,
                                int64_t now_ms) BP_MUSTCHECK;
+
+/**
+ * Write again the progress writes that failed (see bp_cache_put_progress), if any, now;
+ * a writer calls it now and then while bp_cache_behind(), so that the cache heals even
+ * when no new write comes.
+ * @return BP_OK (nothing was pending, or all of it is written), BP_ERETRY (Redis still
+ *         unreachable or refusing: kept for the next call).
+ */
+bp_err_t bp_cache_catch_up(bp_cache_t *c) BP_MUSTCHECK;
+
+/** @return true while progress writes that failed wait to be written again. */
+bool bp_cache_behind(const bp_cache_t *c);
 
 /**
  * Look up one player's cached progress (earned_xp = total_xp - paid_xp). An entry that no
