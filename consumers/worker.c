@@ -555,6 +555,10 @@ static bp_err_t make_consumer(worker_t *w)
         {"enable.partition.eof", "false"},
         {"queued.max.messages.kbytes", "32768"},
         {"fetch.wait.max.ms", "20"},
+        /* After a broker outage, reconnect within a second instead of librdkafka's 10 s
+         * ceiling: the worker resumes as soon as the cluster is back (a refused connect
+         * costs nothing). */
+        {"reconnect.backoff.max.ms", "1000"},
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
