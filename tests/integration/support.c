@@ -224,8 +224,14 @@ pid_t it_daemon_up(const it_env_t *env, const char *group, const char *const *ex
                    const char *log_path)
 {
     pid_t pid = it_daemon_start(env, group, extra, log_path);
-    if (pid > 0 && it_http_wait(env->http_port, 15000))
-        return pid;
+    if (pid > 0 && it_http_wait(env->http_port, 15000)) {
+        if (waitpid(pid, NULL, WNOHANG) == 0)
+            return pid;
+        /* It exited, yet the port answered: another process holds it. */
+        fprintf(stderr, "daemon exited; port %u is held by another process; see %s\n",
+                (unsigned)env->http_port, log_path);
+        return -1;
+    }
     fprintf(stderr, "daemon did not come up; see %s\n", log_path);
     if (pid > 0)
         it_daemon_stop(pid, SIGKILL, 5000);
