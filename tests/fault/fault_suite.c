@@ -125,12 +125,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Event i, always the same: player, amount and id derive from i, occurredAt is recorded. */
 static void event_of(size_t i, bp_xp_event_t *ev)
 {
@@ -431,7 +425,7 @@ static void pg_crash(void)
 static void pg_outage(void)
 {
     fault_cmd("pg-stop");
-    sleep_ms(2000 + rnd(3000));
+    it_sleep_ms(2000 + rnd(3000));
     fault_cmd("pg-start");
 }
 
@@ -448,7 +442,7 @@ static void redis_restart(void)
 static void redis_outage(void)
 {
     fault_cmd("redis-stop");
-    sleep_ms(1000 + rnd(3000));
+    it_sleep_ms(1000 + rnd(3000));
     fault_cmd("redis-start");
 }
 
@@ -458,7 +452,7 @@ static void broker_outage(void)
     int id = 1 + rnd(3);
     snprintf(cmd, sizeof(cmd), "broker broker down %d", id);
     fault_cmd(cmd);
-    sleep_ms(2000 + rnd(3000));
+    it_sleep_ms(2000 + rnd(3000));
     snprintf(cmd, sizeof(cmd), "broker broker up %d", id);
     fault_cmd(cmd);
 }
@@ -817,7 +811,7 @@ static bool wait_converged(int timeout_s, int64_t *took_ms)
         got = it_sql_int(&env, sql);
         if (got == want)
             break;
-        sleep_ms(500);
+        it_sleep_ms(500);
     }
     *took_ms = mono_ms() - t0;
     if (got != want)
@@ -894,7 +888,7 @@ int main(int argc, char **argv)
             n_faults++;
             next_fault = mono_ms() + opt.fault_ms / 2 + rnd(opt.fault_ms);
         }
-        sleep_ms(50);
+        it_sleep_ms(50);
     }
     atomic_store(&producing, false);
     pthread_join(tid, NULL);

@@ -32,7 +32,7 @@ int64_t it_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
+void it_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -213,7 +213,7 @@ int it_daemon_stop(pid_t pid, int sig, int timeout_ms)
         pid_t r = waitpid(pid, &st, WNOHANG);
         if (r == pid)
             return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        sleep_ms(20);
+        it_sleep_ms(20);
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -254,7 +254,7 @@ bool it_http_wait(uint16_t port, int timeout_ms)
     for (int waited = 0; waited <= timeout_ms; waited += 100) {
         if (it_http_get(port, "/health", NULL, NULL, 0) == 200)
             return true;
-        sleep_ms(100);
+        it_sleep_ms(100);
     }
     return false;
 }
@@ -667,7 +667,7 @@ size_t it_levelups_wait(const it_env_t *env, const char *prefix, char **want, si
         it_strv_free(seen, n_seen);
         if (found == n_want || it_now_ms() > deadline)
             break;
-        sleep_ms(1000);
+        it_sleep_ms(1000);
     }
     bp_codec_destroy(codec);
     return n_seen;

@@ -144,5 +144,7 @@ bool it_fault(const char *what);
 
 /** Milliseconds since the epoch. */
 int64_t it_now_ms(void);
+/** Sleep @p ms milliseconds. */
+void it_sleep_ms(int ms);
 
 #endif

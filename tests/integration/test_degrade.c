@@ -56,12 +56,6 @@ typedef struct {
     size_t dups;
 } oracle_t;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -138,7 +132,7 @@ static long long wait_cached(redisContext *c, const oracle_t *o, bool complete, 
     while (mono_ms() - t0 <= timeout_ms) {
         if ((n = cached_right(c, o, complete)) == PLAYERS)
             return mono_ms() - t0;
-        sleep_ms(50);
+        it_sleep_ms(50);
     }
     printf("  after %d ms, %d of %d players cached right%s\n", timeout_ms, n, PLAYERS,
            complete ? " and complete" : "");
@@ -178,7 +172,7 @@ static void daemon_start(uint16_t port, const char *log)
     daemon_pid = it_daemon_up(&env, group, NULL, log);
     assert_true(daemon_pid > 0);
     /* /health answered: from this daemon, not from something else on the port. */
-    sleep_ms(200);
+    it_sleep_ms(200);
     if (!daemon_alive())
         fprintf(stderr, "degrade: the daemon exited at start (port %u taken?), see %s\n",
                 (unsigned)port, log);
@@ -360,7 +354,7 @@ static long long wait_applied(const oracle_t *o, int timeout_ms)
     while (mono_ms() - t0 <= timeout_ms) {
         if (processed(o) == (long long)o->originals && pg_mismatches(o) == 0)
             return mono_ms() - t0;
-        sleep_ms(50);
+        it_sleep_ms(50);
     }
     printf("  not applied in %d ms: %lld of %zu events processed, %lld players wrong\n", timeout_ms,
            processed(o), o->originals, pg_mismatches(o));
@@ -635,7 +629,7 @@ static void test_redis_down(void **state)
     assert_true(ms >= 0);
     assert_true(mono_ms() - t_pause < REDIS_PAUSE_MS); /* all of it while Redis hung */
     while (mono_ms() - t_pause < REDIS_PAUSE_MS + 100)
-        sleep_ms(50);
+        it_sleep_ms(50);
     healed = wait_cached(rc, &o, true, 5000);
     printf("redis: answering again; no cached player stale %lld ms after the pause\n", healed);
     assert_true(healed >= 0);
@@ -686,7 +680,7 @@ static void test_redis_missed_too_many(void **state)
     while (err != BP_OK && mono_ms() - t0 < 5000) {
         err = bp_cache_catch_up(c);
         if (err != BP_OK)
-            sleep_ms(100);
+            it_sleep_ms(100);
     }
     printf("redis: %zu missed writes: every progress entry dropped %lld ms after Redis hung\n", n,
            (long long)(mono_ms() - t_pause));
@@ -728,7 +722,7 @@ static void test_pg_down(void **state)
         for (int p = 0; p < np && same; p++)
             same = before_off[p] == pg_offset(p);
         if (!same)
-            sleep_ms(100);
+            it_sleep_ms(100);
     }
     assert_true(same);
     printf("pg: %zu messages applied before the outage\n", o.sent);
@@ -745,7 +739,7 @@ static void test_pg_down(void **state)
                      sizeof(hdr));
         if (st == 503)
             break;
-        sleep_ms(50);
+        it_sleep_ms(50);
     }
     printf("pg: down; /ready answered 503 after %lld ms\n", (long long)(mono_ms() - t_down));
     assert_int_equal(st, 503);
@@ -756,7 +750,7 @@ static void test_pg_down(void **state)
     /* Events keep coming while PostgreSQL is down. */
     size_t sent_before = o.sent;
     produce_wave(&o, 400, 10);
-    sleep_ms(7000);
+    it_sleep_ms(7000);
     assert_true(daemon_alive());
     assert_int_equal(http_status("/health"), 200);
     assert_int_equal(http_status("/ready"), 503);
@@ -779,7 +773,7 @@ static void test_pg_down(void **state)
     assert_true(it_fault("pg-start"));
     int64_t t_up = mono_ms();
     while (mono_ms() - t_up < 20000 && http_status("/ready") != 200)
-        sleep_ms(50);
+        it_sleep_ms(50);
     long long ready_ms = mono_ms() - t_up;
     assert_int_equal(http_status("/ready"), 200);
     ms = wait_applied(&o, 60000);
@@ -845,7 +839,7 @@ static void test_broker_down(void **state)
     assert_int_equal(st, 503);
     assert_true(has_header(hdr, "retry-after: "));
     while (mono_ms() - t_down < 8000)
-        sleep_ms(100);
+        it_sleep_ms(100);
     assert_true(daemon_alive());
     assert_int_equal(http_status("/health"), 200);
     /* PostgreSQL answers: HTTP reads still work, so the instance stays ready. */
