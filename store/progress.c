@@ -56,6 +56,15 @@ static const char sql_history[] =
     "   AND ($2::text IS NULL OR season_id = $2) AND ($3::bigint IS NULL OR seq < $3)"
     " ORDER BY seq DESC LIMIT $4";
 
+/* Prepared (bp_pg_exec_stmt): GET /progress runs it thousands of times a second. The row
+ * number of each pair in the arrays tells which request a row answers. */
+static const bp_pg_stmt_t st_progress_many = {
+    "progress_get_many",
+    "SELECT u.i, p.total_xp, p.level, p.premium,"
+    "   (extract(epoch FROM p.updated_at) * 1000)::bigint, p.earned_xp, p.paid_xp"
+    " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u(player_id, season_id, i)"
+    " JOIN player_progress p ON p.player_id = u.player_id AND p.season_id = u.season_id"};
+
 /* ---- helpers ---- */
 
 /* ---- level purchases ---- */
@@ -252,6 +261,57 @@ out:
         out->n = out_n0;
     if (err == BP_OK && *result == BP_PURCHASE_DUPLICATE)
         err = bp_pg_progress_get(pg, p->player_id, s->id, row);
+    return err;
+}
+
+/* ---- batched reads ---- */
+
+bp_err_t bp_pg_progress_get_many(bp_pg_t *pg, const char *const *players,
+                                 const char *const *seasons, size_t n, bp_progress_row_t *rows)
+{
+    bp_sbuf_t pa = {0}, sa = {0};
+    PGresult *res = NULL;
+    bp_err_t err = BP_OK;
+
+    for (size_t i = 0; i < n; i++) {
+        memset(&rows[i], 0, sizeof(rows[i]));
+        rows[i].level = 1;
+    }
+    if (n == 0)
+        return BP_OK;
+    if ((err = bp_pg_ensure(pg)) != BP_OK)
+        return err;
+    bp_arr_open(&pa);
+    bp_arr_open(&sa);
+    for (size_t i = 0; i < n; i++) {
+        bp_arr_text(&pa, players[i]);
+        bp_arr_text(&sa, seasons[i]);
+    }
+    bp_arr_close(&pa);
+    bp_arr_close(&sa);
+    if (pa.oom || sa.oom) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    const char *params[2] = {pa.s, sa.s};
+    if (!(res = bp_pg_exec_stmt(pg, &st_progress_many, 2, params, PGRES_TUPLES_OK, &err)))
+        goto out;
+    for (int r = 0; r < PQntuples(res); r++) {
+        long long i = atoll(PQgetvalue(res, r, 0)); /* 1-based */
+        if (i < 1 || (size_t)i > n)
+            continue;
+        bp_progress_row_t *row = &rows[i - 1];
+        row->total_xp = (int64_t)atoll(PQgetvalue(res, r, 1));
+        row->level = (int32_t)atoi(PQgetvalue(res, r, 2));
+        row->premium = PQgetvalue(res, r, 3)[0] == 't';
+        row->updated_at_ms = (int64_t)atoll(PQgetvalue(res, r, 4));
+        row->earned_xp = (int64_t)atoll(PQgetvalue(res, r, 5));
+        row->paid_xp = (int64_t)atoll(PQgetvalue(res, r, 6));
+    }
+out:
+    PQclear(res);
+    bp_sb_free(&pa);
+    bp_sb_free(&sa);
     return err;
 }
 

@@ -52,6 +52,19 @@ typedef struct {
 bp_err_t bp_pg_levels_buy(bp_pg_t *pg, const bp_level_purchase_t *p, bp_purchase_result_t *result,
                           bp_progress_row_t *row, bp_grants_t *out) BP_MUSTCHECK;
 
+/**
+ * Read the progress of many (player, season) pairs in one statement (GET /progress under
+ * load: one round trip and one index scan per pair instead of a statement each).
+ * @param players, seasons  @p n ids each (pair i = players[i] in seasons[i]; repeats allowed)
+ * @param rows     out: @p n rows, as bp_pg_progress_get() fills them (a pair without a row
+ *                 is zero at level 1)
+ * @return BP_OK; BP_ERETRY / BP_EFATAL on database errors (logged; rows then meaningless);
+ *         BP_ENOMEM.
+ */
+bp_err_t bp_pg_progress_get_many(bp_pg_t *pg, const char *const *players,
+                                 const char *const *seasons, size_t n,
+                                 bp_progress_row_t *rows) BP_MUSTCHECK;
+
 /** Most items one history page may hold. */
 #define BP_HISTORY_LIMIT_MAX 100
 

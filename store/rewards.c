@@ -14,16 +14,20 @@
 #include "store/pg_conn.h"
 #include "store/pgtext.h"
 
-/* ---- statements (PQexecParams: nothing to re-prepare after a reconnect) ---- */
+/* ---- statements ----
+ * Hot ones are prepared on each connection at first use (bp_pg_exec_stmt, re-prepared after
+ * a reconnect); the others run with PQexecParams. */
 
 /* The grant statement. Rows the claims' primary key (or grant_id) already holds are skipped
- * by ON CONFLICT DO NOTHING, so only the rows inserted now get an audit row, an outbox row
- * and a count in season_stats.claimed (store/analytics.h; seasons in order, after the claim
- * rows). grantedAt is the claim time in epoch milliseconds, the same value returned. */
-static const char sql_grants[] =
+ * by ON CONFLICT DO NOTHING, so only the rows inserted now get an audit row (by the row's
+ * actor: a group-committed batch of claims has one per claim), an outbox row and a count in
+ * season_stats.claimed (store/analytics.h; seasons in order, after the claim rows).
+ * grantedAt is the claim time in epoch milliseconds, the same value returned. */
+static const bp_pg_stmt_t st_grants = {
+    "rewards_grant",
     "WITH req AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[],"
-    "   $5::text[], $6::text[], $7::int[], $8::text[])"
-    "   AS t(player_id, season_id, level, tier, reward_id, item_id, quantity, grant_id)),"
+    "   $5::text[], $6::text[], $7::int[], $8::text[], $10::text[])"
+    "   AS t(player_id, season_id, level, tier, reward_id, item_id, quantity, grant_id, actor)),"
     " ins AS (INSERT INTO reward_claims"
     "   (player_id, season_id, level, tier, reward_id, item_id, quantity, grant_id, source)"
     "   SELECT player_id, season_id, level, tier, reward_id, item_id, quantity, grant_id,"
@@ -31,11 +35,14 @@ static const char sql_grants[] =
     "   ON CONFLICT DO NOTHING"
     "   RETURNING player_id, season_id, level, tier, reward_id, item_id, quantity, grant_id,"
     "     floor(extract(epoch FROM claimed_at) * 1000)::bigint AS granted_ms),"
+    " who AS (SELECT DISTINCT ON (grant_id) grant_id, actor FROM req ORDER BY grant_id),"
     " aud AS (INSERT INTO audit_log"
     "   (actor, action, player_id, season_id, level, tier, reward_id, grant_id, detail)"
-    "   SELECT $10::text, $11::text, player_id, season_id, level, tier, reward_id, grant_id,"
-    "     jsonb_build_object('itemId', item_id, 'quantity', quantity, 'source', $9::text)"
-    "   FROM ins ORDER BY player_id, level, tier, reward_id),"
+    "   SELECT who.actor, $11::text, ins.player_id, ins.season_id, ins.level, ins.tier,"
+    "     ins.reward_id, ins.grant_id,"
+    "     jsonb_build_object('itemId', ins.item_id, 'quantity', ins.quantity, 'source', $9::text)"
+    "   FROM ins JOIN who ON who.grant_id = ins.grant_id"
+    "   ORDER BY ins.player_id, ins.level, ins.tier, ins.reward_id),"
     " box AS (INSERT INTO outbox (topic, key, payload)"
     "   SELECT $12::text, player_id, jsonb_build_object('grantId', grant_id,"
     "     'playerId', player_id, 'seasonId', season_id, 'level', level, 'tier', tier,"
@@ -46,7 +53,28 @@ static const char sql_grants[] =
     "   SELECT season_id, count(*) FROM ins GROUP BY season_id ORDER BY season_id"
     "   ON CONFLICT (season_id) DO UPDATE SET claimed = s.claimed + EXCLUDED.claimed)"
     " SELECT grant_id, player_id, level, tier, reward_id, item_id, quantity, granted_ms"
-    " FROM ins ORDER BY player_id, level, tier, reward_id";
+    " FROM ins ORDER BY player_id, level, tier, reward_id"};
+
+/* A batch of claims (bp_pg_claim_batch): the players' progress rows are created (in player
+ * order) and locked (in player order: two batches cannot deadlock on them), then the claims
+ * already made at the (player, level, tier) of the batch are read. */
+static const bp_pg_stmt_t st_batch_ensure = {
+    "claims_batch_ensure", "INSERT INTO player_progress (player_id, season_id)"
+                           " SELECT p, $2 FROM unnest($1::text[]) AS p ORDER BY p"
+                           " ON CONFLICT (player_id, season_id) DO NOTHING RETURNING player_id"};
+static const bp_pg_stmt_t st_batch_lock = {
+    "claims_batch_lock", "SELECT player_id, total_xp, premium FROM player_progress"
+                         " WHERE season_id = $2 AND player_id = ANY ($1::text[])"
+                         " ORDER BY player_id FOR UPDATE"};
+static const bp_pg_stmt_t st_batch_claimed = {
+    "claims_batch_claimed",
+    "SELECT c.player_id, c.level, c.tier, c.reward_id"
+    " FROM unnest($1::text[], $3::int[], $4::text[]) AS u(player_id, level, tier)"
+    " JOIN reward_claims c ON c.player_id = u.player_id AND c.season_id = $2"
+    "   AND c.level = u.level AND c.tier = u.tier"};
+static const bp_pg_stmt_t st_batch_unmake = {
+    "claims_batch_unmake", "DELETE FROM player_progress"
+                           " WHERE season_id = $2 AND player_id = ANY ($1::text[])"};
 
 static const char sql_progress_ensure[] =
     "INSERT INTO player_progress (player_id, season_id) VALUES ($1, $2)"
@@ -172,11 +200,12 @@ bp_err_t bp_pg_grants_insert(bp_pg_t *pg, const bp_grant_req_t *reqs, size_t n, 
     return err;
 }
 
-bp_err_t bp_pg_grant_rows_insert(bp_pg_t *pg, const bp_grant_row_t *reqs, size_t n,
-                                 const char *source, const char *actor, const char *topic,
-                                 bp_grants_t *out)
+/* bp_pg_grant_rows_insert with an actor per row (@p actors NULL: @p actor for all). */
+static bp_err_t grant_rows(bp_pg_t *pg, const bp_grant_row_t *reqs, const char *const *actors,
+                           size_t n, const char *source, const char *actor, const char *topic,
+                           bp_grants_t *out)
 {
-    enum { N_ARR = 8 };
+    enum { N_ARR = 9 };
     bp_sbuf_t a[N_ARR] = {{0}};
     char gid[sizeof(((bp_grant_t *)0)->grant_id)];
     PGresult *res = NULL;
@@ -185,7 +214,7 @@ bp_err_t bp_pg_grant_rows_insert(bp_pg_t *pg, const bp_grant_row_t *reqs, size_t
     if (n == 0)
         return BP_OK;
     const char *action = source_action(source);
-    if (!action || !actor || !topic) {
+    if (!action || (!actor && !actors) || !topic) {
         char esc[64];
         BP_LOG_ERROR("grant refused: unknown source or no actor/topic", "\"source\":\"%s\"",
                      bp_log_str(esc, sizeof(esc), source ? source : "(null)"));
@@ -223,6 +252,13 @@ bp_err_t bp_pg_grant_rows_insert(bp_pg_t *pg, const bp_grant_row_t *reqs, size_t
         bp_arr_text(&a[5], r->item_id);
         bp_arr_int(&a[6], r->quantity);
         bp_arr_text(&a[7], gid);
+        const char *who = actors && actors[i] ? actors[i] : actor;
+        if (!who) {
+            BP_LOG_ERROR("grant refused: no actor", "\"row\":%zu", i);
+            err = BP_EFATAL;
+            goto out;
+        }
+        bp_arr_text(&a[8], who);
     }
     for (int k = 0; k < N_ARR; k++) {
         bp_arr_close(&a[k]);
@@ -233,8 +269,8 @@ bp_err_t bp_pg_grant_rows_insert(bp_pg_t *pg, const bp_grant_row_t *reqs, size_t
     }
 
     const char *params[12] = {a[0].s, a[1].s, a[2].s, a[3].s, a[4].s, a[5].s,
-                              a[6].s, a[7].s, source, actor,  action, topic};
-    res = bp_pg_exec_params(pg, "grants insert", sql_grants, 12, params, PGRES_TUPLES_OK, &err);
+                              a[6].s, a[7].s, source, a[8].s, action, topic};
+    res = bp_pg_exec_stmt(pg, &st_grants, 12, params, PGRES_TUPLES_OK, &err);
     if (!res || !out)
         goto out;
     size_t rows = (size_t)PQntuples(res);
@@ -264,6 +300,17 @@ out:
     for (int k = 0; k < N_ARR; k++)
         bp_sb_free(&a[k]);
     return err;
+}
+
+bp_err_t bp_pg_grant_rows_insert(bp_pg_t *pg, const bp_grant_row_t *reqs, size_t n,
+                                 const char *source, const char *actor, const char *topic,
+                                 bp_grants_t *out)
+{
+    if (!actor && n > 0) {
+        BP_LOG_ERROR("grant refused: no actor", NULL);
+        return BP_EFATAL; /* a caller's bug: nothing sent */
+    }
+    return grant_rows(pg, reqs, NULL, n, source, actor, topic, out);
 }
 
 /* ---- the claim transaction ---- */
@@ -383,6 +430,333 @@ out:
     free(claimed);
     free(reqs);
     free(idx);
+    return err;
+}
+
+/* ---- claims in batches (group commit) ---- */
+
+/* A player of a batch. */
+typedef struct {
+    const char *id;
+    bool created; /* its progress row was inserted by this transaction */
+    bool locked;  /* its row was locked (always, after the ensure) */
+    bool granted; /* a claim of the batch wins something for it */
+    int32_t level;
+    bool premium;
+} batch_player_t;
+
+/* What the batch keeps per claim. */
+typedef struct {
+    size_t player; /* index into the sorted players */
+    size_t *idx;   /* rewards at (level, tier), into s->rewards */
+    bool *claimed; /* per idx: claimed already (before the batch) */
+    size_t n_idx;
+} batch_claim_t;
+
+static int cmp_player(const void *a, const void *b)
+{
+    return strcmp(((const batch_player_t *)a)->id, ((const batch_player_t *)b)->id);
+}
+
+static batch_player_t *find_player(batch_player_t *ps, size_t n, const char *id)
+{
+    batch_player_t key = {.id = id};
+    return bsearch(&key, ps, n, sizeof(*ps), cmp_player);
+}
+
+/* @return true when claims @p a and @p b are for the same (player, level, tier). */
+static bool same_claim(const bp_claim_req_t *a, const bp_claim_req_t *b)
+{
+    return a->level == b->level && a->tier == b->tier && strcmp(a->player_id, b->player_id) == 0;
+}
+
+bp_err_t bp_pg_claim_batch(bp_pg_t *pg, const bp_season_t *s, bp_claim_req_t *reqs, size_t n,
+                           const char *topic, int64_t now_ms, bool *at_commit)
+{
+    batch_player_t *ps = calloc(n ? n : 1, sizeof(*ps));
+    batch_claim_t *cs = calloc(n ? n : 1, sizeof(*cs));
+    bp_grant_row_t *rows = NULL;
+    const char **actors = NULL;
+    bp_analytics_change_t *an = NULL;
+    bp_sbuf_t pa = {0}, ka = {0}, la = {0}, ta = {0}, da = {0};
+    PGresult *res = NULL;
+    bp_grants_t g = {0};
+    bool in_tx = false;
+    size_t np = 0, n_rows = 0;
+    bp_err_t err = BP_OK;
+
+    *at_commit = false;
+    for (size_t i = 0; i < n; i++) {
+        reqs[i].verdict = BP_CLAIM_NO_SUCH_REWARD;
+        reqs[i].grants.n = 0;
+    }
+    if (!ps || !cs) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    /* The rewards each claim is for; no such reward needs no database (bp_pg_claim). */
+    size_t n_db = 0, total_idx = 0;
+    for (size_t i = 0; i < n; i++) {
+        batch_claim_t *c = &cs[i];
+        c->n_idx = bp_rewards_at(s, reqs[i].level, reqs[i].tier, NULL, 0);
+        if (c->n_idx == 0)
+            continue;
+        c->idx = malloc(c->n_idx * sizeof(*c->idx));
+        c->claimed = calloc(c->n_idx, sizeof(*c->claimed));
+        if (!c->idx || !c->claimed) {
+            err = BP_ENOMEM;
+            goto out;
+        }
+        bp_rewards_at(s, reqs[i].level, reqs[i].tier, c->idx, c->n_idx);
+        ps[np++].id = reqs[i].player_id;
+        total_idx += c->n_idx;
+        n_db++;
+    }
+    if (n_db == 0)
+        goto out;
+    qsort(ps, np, sizeof(*ps), cmp_player);
+    size_t w = 0;
+    for (size_t i = 0; i < np; i++)
+        if (w == 0 || strcmp(ps[w - 1].id, ps[i].id) != 0)
+            ps[w++] = ps[i];
+    np = w;
+    bp_arr_open(&pa);
+    for (size_t i = 0; i < np; i++)
+        bp_arr_text(&pa, ps[i].id);
+    bp_arr_close(&pa);
+    if (pa.oom) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (cs[i].n_idx > 0)
+            cs[i].player = (size_t)(find_player(ps, np, reqs[i].player_id) - ps);
+
+    if ((err = bp_pg_ensure(pg)) != BP_OK)
+        goto out;
+    if ((err = bp_pg_exec_cmd(pg, "BEGIN")) != BP_OK)
+        goto out;
+    in_tx = true;
+    const char *pp[2] = {pa.s, s->id};
+    if (!(res = bp_pg_exec_stmt(pg, &st_batch_ensure, 2, pp, PGRES_TUPLES_OK, &err)))
+        goto out;
+    size_t n_created = 0;
+    for (int r = 0; r < PQntuples(res); r++) {
+        batch_player_t *p = find_player(ps, np, PQgetvalue(res, r, 0));
+        if (p && !p->created) {
+            /* Inserted now: nobody else sees the row before COMMIT (another insert of it
+             * waits for us), and it holds the defaults: level 1, no pass, no claims. */
+            p->created = p->locked = true;
+            p->level = bp_level_for_xp(s, 0).level;
+            p->premium = false;
+            n_created++;
+        }
+    }
+    PQclear(res);
+    res = NULL;
+    if (n_created < np) { /* the players that had a row: lock them, read their standing */
+        bp_arr_open(&da);
+        for (size_t i = 0; i < np; i++)
+            if (!ps[i].created)
+                bp_arr_text(&da, ps[i].id);
+        bp_arr_close(&da);
+        if (da.oom) {
+            err = BP_ENOMEM;
+            goto out;
+        }
+        const char *lp[2] = {da.s, s->id};
+        if (!(res = bp_pg_exec_stmt(pg, &st_batch_lock, 2, lp, PGRES_TUPLES_OK, &err)))
+            goto out;
+        for (int r = 0; r < PQntuples(res); r++) {
+            batch_player_t *p = find_player(ps, np, PQgetvalue(res, r, 0));
+            if (!p || p->created)
+                continue;
+            p->locked = true;
+            /* The level follows from the XP; the stored level is only a cache of it. */
+            p->level = bp_level_for_xp(s, (int64_t)atoll(PQgetvalue(res, r, 1))).level;
+            p->premium = PQgetvalue(res, r, 2)[0] == 't';
+        }
+        PQclear(res);
+        res = NULL;
+        bp_sb_reset(&da);
+    }
+    for (size_t i = 0; i < np; i++) {
+        if (!ps[i].locked) { /* cannot happen after the insert: a broken invariant */
+            BP_LOG_ERROR("claim batch: progress row missing after upsert", NULL);
+            err = BP_EFATAL;
+            goto out;
+        }
+    }
+    /* The claims already made, of players that had a row (a new one has none). Read after
+     * the locks: a claim that held one before us has committed, and this statement's
+     * snapshot sees its rows. */
+    bp_arr_open(&ka);
+    bp_arr_open(&la);
+    bp_arr_open(&ta);
+    size_t n_keys = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (cs[i].n_idx == 0 || ps[cs[i].player].created)
+            continue;
+        bool seen = false;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = cs[k].n_idx > 0 && same_claim(&reqs[k], &reqs[i]);
+        if (seen)
+            continue;
+        bp_arr_text(&ka, reqs[i].player_id);
+        bp_arr_int(&la, reqs[i].level);
+        bp_arr_text(&ta, bp_tier_str(reqs[i].tier));
+        n_keys++;
+    }
+    bp_arr_close(&ka);
+    bp_arr_close(&la);
+    bp_arr_close(&ta);
+    if (ka.oom || la.oom || ta.oom) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    const char *kp[4] = {ka.s, s->id, la.s, ta.s};
+    if (n_keys > 0 && !(res = bp_pg_exec_stmt(pg, &st_batch_claimed, 4, kp, PGRES_TUPLES_OK, &err)))
+        goto out;
+    for (int r = 0; res && r < PQntuples(res); r++) {
+        const char *player = PQgetvalue(res, r, 0);
+        int32_t level = (int32_t)atoi(PQgetvalue(res, r, 1));
+        bp_tier_t tier =
+            strcmp(PQgetvalue(res, r, 2), "premium") == 0 ? BP_TIER_PREMIUM : BP_TIER_FREE;
+        const char *reward_id = PQgetvalue(res, r, 3);
+        for (size_t i = 0; i < n; i++) {
+            batch_claim_t *c = &cs[i];
+            if (c->n_idx == 0 || reqs[i].level != level || reqs[i].tier != tier ||
+                strcmp(reqs[i].player_id, player) != 0)
+                continue;
+            for (size_t k = 0; k < c->n_idx; k++)
+                if (strcmp(s->rewards[c->idx[k]].reward_id, reward_id) == 0)
+                    c->claimed[k] = true;
+        }
+    }
+    PQclear(res);
+    res = NULL;
+
+    /* Decide in arrival order, as one claim after another would: a claim of what an
+     * earlier claim of the batch won finds it claimed. */
+    if (!(rows = calloc(total_idx, sizeof(*rows))) ||
+        !(actors = calloc(total_idx, sizeof(*actors)))) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        batch_claim_t *c = &cs[i];
+        if (c->n_idx == 0)
+            continue;
+        batch_player_t *p = &ps[c->player];
+        bool won_earlier = false;
+        for (size_t k = 0; k < i && !won_earlier; k++)
+            won_earlier = reqs[k].verdict == BP_CLAIM_OK && same_claim(&reqs[k], &reqs[i]);
+        size_t n_claimed = 0;
+        for (size_t k = 0; k < c->n_idx; k++)
+            n_claimed += c->claimed[k] || won_earlier;
+        reqs[i].verdict = bp_claim_decide(s, reqs[i].level, reqs[i].tier, p->level, p->premium,
+                                          n_claimed == c->n_idx, now_ms);
+        if (reqs[i].verdict != BP_CLAIM_OK)
+            continue;
+        p->granted = true;
+        for (size_t k = 0; k < c->n_idx; k++) {
+            if (c->claimed[k])
+                continue;
+            const bp_reward_t *r = &s->rewards[c->idx[k]];
+            rows[n_rows] = (bp_grant_row_t){reqs[i].player_id, s, r, r->level};
+            actors[n_rows++] = reqs[i].actor;
+        }
+    }
+
+    /* As a refused claim rolls back alone: rows created for players who win nothing go, and
+     * the analytics count the new players who won something (before the grant statement:
+     * counter rows are locked in the order store/analytics.h fixes). */
+    size_t n_unmake = 0, n_an = 0;
+    if (!(an = calloc(np, sizeof(*an)))) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    bp_arr_open(&da);
+    for (size_t i = 0; i < np; i++) {
+        if (!ps[i].created)
+            continue;
+        if (!ps[i].granted) {
+            bp_arr_text(&da, ps[i].id);
+            n_unmake++;
+        } else {
+            an[n_an++] = (bp_analytics_change_t){
+                .season = s, .player_id = ps[i].id, .created = true, .new_level = ps[i].level};
+        }
+    }
+    bp_arr_close(&da);
+    if (da.oom) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    if (n_unmake > 0) {
+        const char *dp[2] = {da.s, s->id};
+        if (!(res = bp_pg_exec_stmt(pg, &st_batch_unmake, 2, dp, PGRES_COMMAND_OK, &err)))
+            goto out;
+        PQclear(res);
+        res = NULL;
+    }
+    if (n_an > 0 && (err = bp_analytics_progress(pg, an, n_an)) != BP_OK)
+        goto out;
+    if (n_rows > 0 &&
+        (err = grant_rows(pg, rows, actors, n_rows, "claim", NULL, topic, &g)) != BP_OK)
+        goto out;
+    /* Each granted row to its claim (one per (player, level, tier) can have won). */
+    for (size_t k = 0; k < g.n; k++) {
+        const bp_grant_t *gr = &g.items[k];
+        for (size_t i = 0; i < n; i++) {
+            bp_claim_req_t *q = &reqs[i];
+            if (q->verdict != BP_CLAIM_OK || q->level != gr->level || q->tier != gr->tier ||
+                strcmp(q->player_id, gr->player_id) != 0)
+                continue;
+            bp_grant_t *items = realloc(q->grants.items, (q->grants.n + 1) * sizeof(*items));
+            if (!items) {
+                err = BP_ENOMEM;
+                goto out;
+            }
+            q->grants.items = items;
+            items[q->grants.n++] = *gr;
+            break;
+        }
+    }
+    /* The primary key refused them all: someone else was first (bp_pg_claim). */
+    for (size_t i = 0; i < n; i++)
+        if (reqs[i].verdict == BP_CLAIM_OK && reqs[i].grants.n == 0)
+            reqs[i].verdict = BP_CLAIM_ALREADY_CLAIMED;
+    *at_commit = true;
+    err = bp_pg_exec_cmd(pg, "COMMIT");
+    in_tx = false; /* a failed COMMIT has rolled back, or the connection is gone */
+    if (err == BP_OK)
+        *at_commit = false;
+out:
+    PQclear(res);
+    if (in_tx)
+        bp_pg_rollback(pg);
+    if (err != BP_OK) {
+        for (size_t i = 0; i < n; i++) {
+            reqs[i].verdict = BP_CLAIM_NO_SUCH_REWARD; /* meaningless on error; never OK */
+            reqs[i].grants.n = 0;
+        }
+    }
+    for (size_t i = 0; cs && i < n; i++) {
+        free(cs[i].idx);
+        free(cs[i].claimed);
+    }
+    bp_grants_fini(&g);
+    bp_sb_free(&pa);
+    bp_sb_free(&ka);
+    bp_sb_free(&la);
+    bp_sb_free(&ta);
+    bp_sb_free(&da);
+    free(an);
+    free(actors);
+    free(rows);
+    free(cs);
+    free(ps);
     return err;
 }
 

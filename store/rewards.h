@@ -105,6 +105,34 @@ bp_err_t bp_pg_claim(bp_pg_t *pg, const bp_season_t *s, const char *player_id, i
                      bp_tier_t tier, const char *actor, const char *topic, int64_t now_ms,
                      bp_claim_verdict_t *verdict, bp_grants_t *out) BP_MUSTCHECK;
 
+/** One claim of a batch (bp_pg_claim_batch): what is claimed, then the outcome. */
+typedef struct {
+    const char *player_id;
+    int32_t level;
+    bp_tier_t tier;
+    const char *actor;          /**< who claims: the token's subject (audit rows) */
+    bp_claim_verdict_t verdict; /**< out: BP_CLAIM_OK or why not */
+    bp_grants_t grants;         /**< out: the grants of this claim; zero-initialise, release
+                                 *   with bp_grants_fini() */
+} bp_claim_req_t;
+
+/**
+ * Many claims in season @p s in one transaction, so that they share one COMMIT (one WAL
+ * flush: group commit). Each claim is decided and written exactly as bp_pg_claim() would,
+ * one after another in array order: a claim of what an earlier claim of the batch won is
+ * BP_CLAIM_ALREADY_CLAIMED, and only what is won is written (a progress row created for a
+ * player who wins nothing is removed again). The players' rows are created and locked in
+ * player order, so concurrent batches wait for one another instead of deadlocking.
+ * @param at_commit out: true when the error came from COMMIT (its outcome is unknown if the
+ *                  connection was lost: do not run these claims again as new ones)
+ * @return BP_OK with every verdict set (and the grants of the won ones). Otherwise nothing
+ *         was written (rolled back; with *at_commit, maybe committed) and verdicts are
+ *         meaningless: BP_ERETRY (e.g. a deadlock with a worker batch, or the database is
+ *         gone: claim them one by one), BP_EFATAL, BP_ENOMEM.
+ */
+bp_err_t bp_pg_claim_batch(bp_pg_t *pg, const bp_season_t *s, bp_claim_req_t *reqs, size_t n,
+                           const char *topic, int64_t now_ms, bool *at_commit) BP_MUSTCHECK;
+
 /**
  * Claim every available reward of the player in @p s in one transaction.
  * @param verdict BP_CLAIM_OK (possibly with nothing to grant) or BP_CLAIM_NOT_OPEN
