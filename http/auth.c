@@ -7,6 +7,7 @@
 #include <jwt.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +190,28 @@ static bp_auth_result_t check_claims(const bp_auth_config_t *cfg, const json_t *
     return BP_AUTH_OK;
 }
 
+/** Find the token of an Authorization header value (the one place that decides what the
+ *  token is, for verification and for the cache alike).
+ *  @return true with tok[0..len) the token, or false with @p why set. */
+static bool bearer_token(const char *header, const char **tok, size_t *len, const char **why)
+{
+    if (strncasecmp(header, "Bearer", 6) != 0 || header[6] != ' ') {
+        *why = "Authorization scheme must be Bearer";
+        return false;
+    }
+    const char *t = header + 7;
+    while (*t == ' ')
+        t++;
+    size_t n = strnlen(t, BP_AUTH_TOKEN_MAX + 1);
+    if (n > BP_AUTH_TOKEN_MAX) {
+        *why = "bearer token is longer than 8192 bytes";
+        return false;
+    }
+    *tok = t;
+    *len = n;
+    return true;
+}
+
 bp_auth_result_t bp_auth_verify(const bp_auth_config_t *cfg, const char *header, int64_t now_s,
                                 bp_principal_t *out, const char **detail)
 {
@@ -203,18 +226,10 @@ bp_auth_result_t bp_auth_verify(const bp_auth_config_t *cfg, const char *header,
         why = "missing Authorization header";
         goto out;
     }
-    if (strncasecmp(header, "Bearer", 6) != 0 || header[6] != ' ') {
-        why = "Authorization scheme must be Bearer";
+    const char *tok;
+    size_t len;
+    if (!bearer_token(header, &tok, &len, &why))
         goto out;
-    }
-    const char *tok = header + 7;
-    while (*tok == ' ')
-        tok++;
-    size_t len = strnlen(tok, BP_AUTH_TOKEN_MAX + 1);
-    if (len > BP_AUTH_TOKEN_MAX) {
-        why = "bearer token is longer than 8192 bytes";
-        goto out;
-    }
     const char *dot1 = memchr(tok, '.', len);
     const char *dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - tok)) : NULL;
     if (!dot2 || !b64url_valid(dot2 + 1, len - (size_t)(dot2 + 1 - tok))) {
@@ -271,6 +286,152 @@ out:
     json_decref(claims);
     if (detail)
         *detail = why;
+    return r;
+}
+
+/* ---- the cache of verified tokens ---- */
+
+/** Shards, each under its own lock, so HTTP threads rarely wait for one another. */
+#define CACHE_SHARDS 16
+
+typedef struct {
+    uint64_t hash;
+    size_t len;  /* 0: empty */
+    char *token; /* heap, len bytes (no NUL) */
+    bp_principal_t principal;
+} cache_entry_t;
+
+typedef struct {
+    pthread_mutex_t lock;
+    size_t n;
+    cache_entry_t *entries;
+} cache_shard_t;
+
+struct bp_auth_cache {
+    cache_shard_t shards[CACHE_SHARDS];
+};
+
+/** FNV-1a, 64 bits: only picks the slot; a hit is confirmed by comparing the token. */
+static uint64_t token_hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static cache_entry_t *cache_slot(bp_auth_cache_t *c, uint64_t h, cache_shard_t **shard)
+{
+    cache_shard_t *s = &c->shards[h % CACHE_SHARDS];
+    *shard = s;
+    return &s->entries[(h / CACHE_SHARDS) % s->n];
+}
+
+static void entry_clear(cache_entry_t *e)
+{
+    if (e->token) {
+        explicit_bzero(e->token, e->len);
+        free(e->token);
+    }
+    memset(e, 0, sizeof(*e));
+}
+
+bp_auth_cache_t *bp_auth_cache_new(size_t slots)
+{
+    bp_auth_cache_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    size_t per = slots / CACHE_SHARDS > 0 ? slots / CACHE_SHARDS : 1;
+    for (int i = 0; i < CACHE_SHARDS; i++) {
+        cache_shard_t *s = &c->shards[i];
+        s->n = per;
+        if (!(s->entries = calloc(per, sizeof(*s->entries))) ||
+            pthread_mutex_init(&s->lock, NULL) != 0) {
+            free(s->entries);
+            s->entries = NULL;
+            for (int k = 0; k < i; k++) {
+                pthread_mutex_destroy(&c->shards[k].lock);
+                free(c->shards[k].entries);
+            }
+            free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void bp_auth_cache_destroy(bp_auth_cache_t *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < CACHE_SHARDS; i++) {
+        cache_shard_t *s = &c->shards[i];
+        for (size_t k = 0; k < s->n; k++)
+            entry_clear(&s->entries[k]);
+        pthread_mutex_destroy(&s->lock);
+        free(s->entries);
+    }
+    free(c);
+}
+
+/** @return true with @p out filled when tok[0..len) verified before. */
+static bool cache_get(bp_auth_cache_t *c, uint64_t h, const char *tok, size_t len,
+                      bp_principal_t *out)
+{
+    cache_shard_t *s;
+    cache_entry_t *e = cache_slot(c, h, &s);
+    pthread_mutex_lock(&s->lock);
+    bool hit = e->len == len && e->hash == h && memcmp(e->token, tok, len) == 0;
+    if (hit)
+        *out = e->principal;
+    pthread_mutex_unlock(&s->lock);
+    return hit;
+}
+
+static void cache_put(bp_auth_cache_t *c, uint64_t h, const char *tok, size_t len,
+                      const bp_principal_t *p)
+{
+    char *copy = malloc(len);
+    if (!copy)
+        return; /* not cached: verified again next time */
+    memcpy(copy, tok, len);
+    cache_shard_t *s;
+    cache_entry_t *e = cache_slot(c, h, &s);
+    pthread_mutex_lock(&s->lock);
+    entry_clear(e);
+    e->hash = h;
+    e->len = len;
+    e->token = copy;
+    e->principal = *p;
+    pthread_mutex_unlock(&s->lock);
+}
+
+bp_auth_result_t bp_auth_verify_cached(bp_auth_cache_t *cache, const bp_auth_config_t *cfg,
+                                       const char *header, int64_t now_s, bp_principal_t *out,
+                                       const char **detail)
+{
+    const char *tok = NULL, *why = NULL;
+    size_t len = 0;
+    uint64_t h = 0;
+    bool keyed = cache && header && bearer_token(header, &tok, &len, &why) && len > 0;
+
+    if (keyed) {
+        h = token_hash(tok, len);
+        int64_t leeway = cfg->leeway_s > 0 ? cfg->leeway_s : 0;
+        /* The expiry rule of check_claims; an expired token goes through the full check,
+         * which says why it is refused. */
+        if (cache_get(cache, h, tok, len, out) &&
+            !(out->exp_s <= INT64_MAX - leeway && now_s >= out->exp_s + leeway)) {
+            if (detail)
+                *detail = "ok";
+            return BP_AUTH_OK;
+        }
+    }
+    bp_auth_result_t r = bp_auth_verify(cfg, header, now_s, out, detail);
+    if (r == BP_AUTH_OK && keyed)
+        cache_put(cache, h, tok, len, out);
     return r;
 }
 

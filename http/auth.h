@@ -4,6 +4,7 @@
 #ifndef BP_AUTH_H
 #define BP_AUTH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /** Longest token accepted; longer ones are rejected before any parsing. */
@@ -80,6 +81,31 @@ typedef enum {
  */
 bp_auth_result_t bp_auth_verify(const bp_auth_config_t *cfg, const char *header, int64_t now_s,
                                 bp_principal_t *out, const char **detail);
+
+/**
+ * Tokens verified before, so that a client presenting the same token on every request
+ * (what clients do until it expires) costs a hash and a compare instead of two base64url
+ * decodes, three JSON parses and an HMAC or RSA verification. Only tokens that verified are
+ * kept, keyed by the whole token (compared byte for byte, never by hash alone); a hit is
+ * still refused once `exp` has passed (`nbf` had passed when it verified). Bound to one
+ * bp_auth_config_t for its lifetime: changing the key or the issuer/audience rules needs a new
+ * cache. Thread-safe; fixed size (older entries are overwritten).
+ */
+typedef struct bp_auth_cache bp_auth_cache_t;
+
+/** @return a cache of about @p slots tokens (owned by the caller: bp_auth_cache_destroy),
+ *  or NULL when out of memory. */
+bp_auth_cache_t *bp_auth_cache_new(size_t slots);
+/** Free, wiping the tokens. Accepts NULL. */
+void bp_auth_cache_destroy(bp_auth_cache_t *c);
+
+/**
+ * bp_auth_verify() through @p cache (NULL: no cache): same results, same @p detail.
+ * @p cfg must be the configuration every earlier call on this cache used.
+ */
+bp_auth_result_t bp_auth_verify_cached(bp_auth_cache_t *cache, const bp_auth_config_t *cfg,
+                                       const char *header, int64_t now_s, bp_principal_t *out,
+                                       const char **detail);
 
 /**
  * Apply a route's access rule (BP_ACCESS_*) to a verified principal.

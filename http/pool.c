@@ -2,17 +2,28 @@
 #include "http/pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
 
 struct bp_http_conn {
-    const char *dsn;     /**< borrowed from the pool's creator */
-    bp_pg_t *pg;         /**< NULL until the first successful connect */
-    bp_cache_t *cache;   /**< NULL without cache */
-    int64_t retry_at_ms; /**< no connection attempt before this time */
+    const char *dsn;               /**< borrowed from the pool's creator */
+    bp_pg_t *pg;                   /**< NULL until the first successful connect */
+    bp_cache_t *cache;             /**< NULL without cache */
+    int64_t retry_at_ms;           /**< no connection attempt before this time */
+    bool failed;                   /**< the last attempt to connect failed */
+    unsigned long recoveries_seen; /**< value of `recoveries` when last connected or checked */
     bool busy;
 };
+
+/**
+ * Bumped each time a slot of any pool (the HTTP threads', the batch lanes') connects again
+ * after failing to: the database came back. A slot that backs off then tries at once, and an
+ * idle slot checks its connection (SELECT 1) before handing it out, since the outage may
+ * have closed it: without this the first request on each slot after an outage answered 503.
+ */
+static atomic_ulong recoveries;
 
 struct bp_http_pool {
     pthread_mutex_t lock;
@@ -147,20 +158,39 @@ bp_err_t bp_http_conn_pg(bp_http_conn_t *c, int64_t now_ms, bp_pg_t **out)
     bp_err_t err = BP_ERETRY;
 
     *out = NULL;
-    if (now_ms < c->retry_at_ms)
+    unsigned long rec = atomic_load(&recoveries);
+    if (now_ms < c->retry_at_ms && rec == c->recoveries_seen)
         goto out;
-    if (!c->pg)
+    if (!c->pg) {
         err = bp_pg_connect(c->dsn, &c->pg);
-    else
+    } else {
         err = bp_pg_ensure(c->pg);
+        /* The database was unreachable since this slot last used its connection: check it
+         * (a closed one is reopened by the next ensure). */
+        if (err == BP_OK && rec != c->recoveries_seen && !c->failed && !bp_pg_ping(c->pg))
+            err = bp_pg_ensure(c->pg);
+    }
+    c->recoveries_seen = rec;
     if (err != BP_OK) {
         c->retry_at_ms = now_ms + BP_HTTP_POOL_RETRY_MS;
+        c->failed = true;
         err = err == BP_ENOMEM ? BP_ENOMEM : BP_ERETRY;
         goto out;
+    }
+    if (c->failed) {
+        c->failed = false;
+        c->retry_at_ms = 0;
+        c->recoveries_seen = atomic_fetch_add(&recoveries, 1) + 1;
     }
     *out = c->pg;
 out:
     return err;
+}
+
+void bp_http_conn_failed(bp_http_conn_t *c)
+{
+    if (c)
+        c->failed = true;
 }
 
 bp_cache_t *bp_http_conn_cache(bp_http_conn_t *c)

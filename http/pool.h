@@ -51,6 +51,13 @@ void bp_http_pool_release(bp_http_pool_t *p, bp_http_conn_t *c);
  */
 bp_err_t bp_http_conn_pg(bp_http_conn_t *c, int64_t now_ms, bp_pg_t **out) BP_MUSTCHECK;
 
+/**
+ * Tell the slot that a statement on its connection failed for want of the database (the
+ * caller got BP_ERETRY): its next successful connection counts as the database coming back,
+ * which lets the other slots retry at once instead of waiting out BP_HTTP_POOL_RETRY_MS.
+ */
+void bp_http_conn_failed(bp_http_conn_t *c);
+
 /** @return the slot's Redis client (borrowed along with the slot), or NULL without cache. */
 bp_cache_t *bp_http_conn_cache(bp_http_conn_t *c);
 

@@ -80,10 +80,45 @@ void bp_http_req_finish(bp_http_req_t *req)
     }
 }
 
+bp_http_blob_t *bp_http_blob_new(const char *data, size_t len)
+{
+    bp_http_blob_t *b = malloc(sizeof(*b) + len);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->len = len;
+    memcpy(b->data, data, len);
+    return b;
+}
+
+bp_http_blob_t *bp_http_blob_ref(bp_http_blob_t *b)
+{
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+    return b;
+}
+
+void bp_http_blob_unref(bp_http_blob_t *b)
+{
+    if (b && atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+        free(b);
+}
+
+void bp_http_reply_blob(bp_http_req_t *req, bp_http_blob_t *blob, const char *content_type)
+{
+    bp_http_reply_owned(req, 200, NULL, 0, NULL); /* drops an earlier body; 500 if no blob */
+    if (!blob)
+        return;
+    req->resp.blob = blob;
+    req->resp.status = 200;
+    req->resp.content_type = content_type;
+}
+
 void bp_http_reply_owned(bp_http_req_t *req, int status, char *body, size_t len,
                          const char *content_type)
 {
     bp_http_resp_t *r = &req->resp;
+    bp_http_blob_unref(r->blob);
+    r->blob = NULL;
     free(r->body);
     r->body = body;
     r->body_len = body ? len : 0;
@@ -150,6 +185,7 @@ void bp_http_reply_store_error(bp_http_req_t *req, bp_err_t err, const char *wha
     BP_LOG_WARN("store call failed", "\"path\":\"%s\",\"what\":\"%s\",\"error\":\"%s\"",
                 req->match ? req->match->route->pattern : "", what, bp_err_str(err));
     if (err == BP_ERETRY) {
+        bp_http_conn_failed(req->conn);
         snprintf(detail, sizeof(detail), "cannot %s right now, retry later", what);
         bp_http_reply_problem(req, 503, "database-unavailable", detail);
         req->resp.retry_after_s = 1;

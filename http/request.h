@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,7 +34,28 @@ typedef struct {
     _Atomic int64_t ready_until;        /**< ms; /ready answers from memory until then */
     struct bp_http_xp *xp;              /**< XP grant producer (routes_xp.c), owned */
     struct bp_stream_hub *streams;      /**< real-time fan-out (http/stream.h), owned */
+    /** Progress reads, batched (routes_progress.c); NULL: read on the request's thread. */
+    struct bp_http_reads *reads;
+    /** Reward claims, group-committed (routes_rewards.c); NULL: one transaction each. */
+    struct bp_http_batcher *claims;
+    struct bp_http_season_cache *season_json; /**< rendered seasons (routes_seasons.c) */
+    atomic_long deferred_open; /**< deferred requests not answered yet (bp_http_stop waits) */
 } bp_http_env_t;
+
+/** A response body shared by many responses (e.g. a rendered season), reference-counted;
+ *  immutable once published. */
+typedef struct bp_http_blob {
+    atomic_long refs;
+    size_t len;
+    char data[]; /**< len bytes */
+} bp_http_blob_t;
+
+/** @return a blob holding a copy of data[0..len) with one reference, or NULL (no memory). */
+bp_http_blob_t *bp_http_blob_new(const char *data, size_t len);
+/** Take one more reference. @return @p b. */
+bp_http_blob_t *bp_http_blob_ref(bp_http_blob_t *b);
+/** Drop one reference (the last frees it). Accepts NULL. */
+void bp_http_blob_unref(bp_http_blob_t *b);
 
 /** The response a handler fills. Strings other than body are static or outlive the request. */
 typedef struct {
@@ -48,6 +70,7 @@ typedef struct {
     char location[160];           /**< "" = none; else the Location header (201) */
     struct bp_stream *stream;     /**< owned; set: the body is this event stream
                                    *   (http/stream.h), body and content_type are unused */
+    bp_http_blob_t *blob;         /**< one reference, owned; set: the body (body unused) */
 } bp_http_resp_t;
 
 struct MHD_Connection;
@@ -67,6 +90,7 @@ typedef struct bp_http_req {
     /* Borrowed lazily by the helpers below, given back by bp_http_req_finish(). */
     bp_http_conn_t *conn;
     const bp_season_list_t *snap;
+    bool deferred; /**< bp_http_req_defer() was called */
 } bp_http_req_t;
 
 /** @return the value of path param @p name (never NULL for a param of the route). */
@@ -125,6 +149,23 @@ bool bp_http_req_body(bp_http_req_t *req, bp_body_kind_t kind, json_t **root, vo
  */
 bool bp_http_req_query_nums(bp_http_req_t *req, const bp_query_num_t *params, size_t n,
                             long long *out);
+
+/**
+ * Answer later, from another thread: the server suspends the connection (no socket work,
+ * no timeout) and the handler returns at once without a response. Then whoever holds @p req
+ * fills req->resp and calls bp_http_req_resume() exactly once, from any thread. Until then
+ * @p req and what it borrows (path params, principal, body, season snapshot) stay valid and
+ * nothing else touches it; its pool slot is given back here and at the resume (use the
+ * thread's own store connections meanwhile). Call it before handing @p req over, so the
+ * resume cannot come first.
+ * @return true, or false when this request cannot be deferred (no transport: answer now).
+ */
+bool bp_http_req_defer(bp_http_req_t *req) BP_MUSTCHECK;
+/** Hand a deferred request, answered, back to the server (http/server.c). */
+void bp_http_req_resume(bp_http_req_t *req);
+
+/** Answer 200 with a shared body: takes one reference of @p blob (NULL: a bare 500). */
+void bp_http_reply_blob(bp_http_req_t *req, bp_http_blob_t *blob, const char *content_type);
 
 /** Give back what the request borrowed (pool slot, snapshot); the response stays. */
 void bp_http_req_finish(bp_http_req_t *req);

@@ -71,19 +71,21 @@ bp_route_result_t bp_route_match(const bp_http_route_t *routes, size_t n, const 
     bp_route_match_t tmp;
     int bad;
 
-    memset(m, 0, sizeof(*m));
+    /* Only what a result uses is written: clearing every candidate's params (most of the
+     * struct) for each route tried showed in the profile of the hot routes. */
+    m->route = NULL;
+    m->n_params = 0;
+    m->allow[0] = '\0';
+    m->bad_param = NULL;
     for (size_t i = 0; i < n; i++) {
         const bp_http_route_t *r = &routes[i];
-        memset(&tmp, 0, sizeof(tmp));
         if (!path_matches(r->pattern, path, &tmp, &bad))
             continue;
         path_found = true;
         bool get_like = strcmp(r->method, "GET") == 0 && strcmp(method, "HEAD") == 0;
         if (strcmp(r->method, method) == 0 || get_like) {
-            char allow[sizeof(m->allow)];
-            memcpy(allow, m->allow, sizeof(allow));
-            *m = tmp;
-            memcpy(m->allow, allow, sizeof(allow));
+            m->n_params = tmp.n_params;
+            memcpy(m->params, tmp.params, tmp.n_params * sizeof(tmp.params[0]));
             m->route = r;
             if (bad >= 0) {
                 m->bad_param = m->params[bad].name;

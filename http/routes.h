@@ -12,6 +12,11 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "store/pg.h"
+#include "store/seasons.h"
+
+struct bp_http_batcher;
+struct bp_http_reads;
+struct bp_http_season_cache;
 
 /** GET /health, GET /ready, GET /metrics. */
 extern const bp_http_route_t bp_http_routes_health[];
@@ -64,6 +69,34 @@ bp_err_t bp_http_xp_new(const bp_http_config_t *cfg, bp_http_xp_t **out) BP_MUST
  *  Accepts NULL. */
 void bp_http_xp_destroy(bp_http_xp_t *x);
 
+/**
+ * GET /progress in batches (routes_progress.c): a lane reads each batch from PostgreSQL in
+ * one statement (from Redis when PostgreSQL fails), and another completes the Redis entries
+ * of what was read, best effort (BP_HTTP_FILLS_PER_S).
+ * @return BP_OK with *out owned by the caller (bp_http_reads_destroy), or the error of
+ *         bp_http_batcher_new.
+ */
+bp_err_t bp_http_reads_new(const bp_http_config_t *cfg, struct bp_http_reads **out) BP_MUSTCHECK;
+/** Answer what is queued and stop taking reads (later ones are answered on their own
+ *  thread), then stop the cache completion. Accepts NULL. */
+void bp_http_reads_close(struct bp_http_reads *r);
+/** Close, then free. Accepts NULL. */
+void bp_http_reads_destroy(struct bp_http_reads *r);
+
+/**
+ * The lanes that group-commit reward claims (routes_rewards.c): the claims that arrive
+ * while a transaction commits are decided and written together in the next one
+ * (store/rewards.h bp_pg_claim_batch).
+ * @return as bp_http_reads_new.
+ */
+bp_err_t bp_http_claims_new(const bp_http_config_t *cfg, struct bp_http_batcher **out) BP_MUSTCHECK;
+
+/** Rendered seasons, reused while the snapshot and the season's status stay the same
+ *  (routes_seasons.c). @return a new cache, NULL when out of memory. */
+struct bp_http_season_cache *bp_http_season_cache_new(void);
+/** Free @p c, releasing the snapshots it holds from @p seasons. Accepts NULL. */
+void bp_http_season_cache_destroy(struct bp_http_season_cache *c, bp_seasons_t *seasons);
+
 /** GET /progress/{playerId}/stream: Server-Sent Events of progress, level-ups and rewards
  *  (routes_stream.c, fed by http/stream.h). */
 extern const bp_http_route_t bp_http_routes_stream[];
@@ -81,5 +114,9 @@ bp_err_t bp_http_progress_read(struct bp_http_req *req, const char *season_id,
  *  out of memory (routes_progress.c). */
 json_t *bp_http_progress_json(const bp_season_t *s, const char *player_id,
                               const bp_progress_row_t *row);
+/** @return bp_http_progress_json() serialised compactly (the same text), written without
+ *  building a JSON object; heap (free()), length in *len; NULL when out of memory. */
+char *bp_http_progress_text(const bp_season_t *s, const char *player_id,
+                            const bp_progress_row_t *row, size_t *len);
 
 #endif

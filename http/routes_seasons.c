@@ -4,6 +4,7 @@
  *  snapshot so that reads see the change at once. */
 #include "http/routes.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,125 @@ static void reply_season(bp_http_req_t *req, int status, const bp_season_t *s)
 {
     char *text = bp_season_to_json(s, req->now_ms);
     bp_http_reply_owned(req, status, text, text ? strlen(text) : 0, "application/json");
+}
+
+/* ---- rendered seasons ----
+ * A season's JSON (the sample's is 22 kB) only changes with the snapshot or the season's
+ * status, yet rendering and copying it was most of the work of GET /seasons/current. Each
+ * entry holds a reference to its snapshot, so the snapshot's address cannot be reused while
+ * the entry names it. */
+
+#define SEASON_CACHE_SLOTS 8
+
+typedef struct {
+    const bp_season_list_t *snap; /* one reference (bp_seasons_acquire); NULL: empty */
+    size_t idx;
+    bp_season_status_t status;
+    bp_http_blob_t *blob; /* one reference */
+} season_entry_t;
+
+struct bp_http_season_cache {
+    pthread_mutex_t lock;
+    season_entry_t e[SEASON_CACHE_SLOTS];
+    size_t next; /* round-robin replacement */
+};
+
+struct bp_http_season_cache *bp_http_season_cache_new(void)
+{
+    struct bp_http_season_cache *c = calloc(1, sizeof(*c));
+    if (c && pthread_mutex_init(&c->lock, NULL) != 0) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+void bp_http_season_cache_destroy(struct bp_http_season_cache *c, bp_seasons_t *seasons)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < SEASON_CACHE_SLOTS; i++) {
+        if (c->e[i].snap)
+            bp_seasons_release(seasons, c->e[i].snap);
+        bp_http_blob_unref(c->e[i].blob);
+    }
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+/** @return a new reference to the cached rendering of (@p snap, @p i, @p st), or NULL. */
+static bp_http_blob_t *season_cached(struct bp_http_season_cache *c, const bp_season_list_t *snap,
+                                     size_t i, bp_season_status_t st)
+{
+    bp_http_blob_t *b = NULL;
+    pthread_mutex_lock(&c->lock);
+    for (size_t k = 0; k < SEASON_CACHE_SLOTS && !b; k++)
+        if (c->e[k].snap == snap && c->e[k].idx == i && c->e[k].status == st)
+            b = bp_http_blob_ref(c->e[k].blob);
+    pthread_mutex_unlock(&c->lock);
+    return b;
+}
+
+/** Remember @p blob for (@p snap, @p i, @p st) when @p snap is still the current snapshot;
+ *  entries of other snapshots go first. */
+static void season_remember(struct bp_http_season_cache *c, bp_seasons_t *seasons,
+                            const bp_season_list_t *snap, size_t i, bp_season_status_t st,
+                            bp_http_blob_t *blob)
+{
+    season_entry_t drop[SEASON_CACHE_SLOTS + 1];
+    size_t n_drop = 0;
+    const bp_season_list_t *ref = bp_seasons_acquire(seasons);
+    if (ref != snap) { /* reloaded meanwhile: not worth keeping */
+        bp_seasons_release(seasons, ref);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    season_entry_t *slot = NULL;
+    for (size_t k = 0; k < SEASON_CACHE_SLOTS; k++) {
+        season_entry_t *e = &c->e[k];
+        if (e->snap == snap && e->idx == i && e->status == st) { /* another thread was first */
+            slot = NULL;
+            drop[n_drop++] = (season_entry_t){ref, 0, st, NULL};
+            goto out;
+        }
+        if (e->snap && e->snap != snap) {
+            drop[n_drop++] = *e;
+            memset(e, 0, sizeof(*e));
+        }
+        if (!e->snap && !slot)
+            slot = e;
+    }
+    if (!slot) {
+        slot = &c->e[c->next];
+        c->next = (c->next + 1) % SEASON_CACHE_SLOTS;
+        drop[n_drop++] = *slot;
+    }
+    *slot = (season_entry_t){ref, i, st, bp_http_blob_ref(blob)};
+out:
+    pthread_mutex_unlock(&c->lock);
+    for (size_t k = 0; k < n_drop; k++) { /* a release may free a snapshot: not under lock */
+        if (drop[k].snap)
+            bp_seasons_release(seasons, drop[k].snap);
+        bp_http_blob_unref(drop[k].blob);
+    }
+}
+
+/** Answer 200 with season @p i of the request's snapshot, rendered once per status. */
+static void reply_snapshot_season(bp_http_req_t *req, size_t i)
+{
+    const bp_season_list_t *snap = bp_http_req_seasons(req);
+    const bp_season_t *s = &snap->items[i];
+    struct bp_http_season_cache *c = req->env->season_json;
+    bp_season_status_t st = bp_season_status(s, req->now_ms);
+    bp_http_blob_t *b = c ? season_cached(c, snap, i, st) : NULL;
+    if (!b) {
+        char *text = bp_season_to_json(s, req->now_ms);
+        b = text ? bp_http_blob_new(text, strlen(text)) : NULL;
+        free(text);
+        if (b && c)
+            season_remember(c, req->env->seasons, snap, i, st, b);
+    }
+    bp_http_reply_blob(req, b, "application/json");
 }
 
 /* How a store error of a season write is answered. */
@@ -102,7 +222,7 @@ static void get_current(bp_http_req_t *req)
         bp_http_reply_problem(req, 404, "no-current-season", "no season is active now");
         return;
     }
-    reply_season(req, 200, &snap->items[i]);
+    reply_snapshot_season(req, (size_t)i);
 }
 
 static void reply_not_found(bp_http_req_t *req, const char *id)
@@ -121,7 +241,7 @@ static void get_season(bp_http_req_t *req)
         reply_not_found(req, id);
         return;
     }
-    reply_season(req, 200, &snap->items[i]);
+    reply_snapshot_season(req, (size_t)i);
 }
 
 /* GET /seasons?status=upcoming|active|ended: {"seasons": [...]} by start time. */

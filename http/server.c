@@ -16,6 +16,7 @@
 #include "app/log.h"
 #include "app/metrics.h"
 #include "http/auth.h"
+#include "http/batcher.h"
 #include "http/pool.h"
 #include "http/problem.h"
 #include "http/request.h"
@@ -27,27 +28,42 @@
 #define BODY_MAX (64 * 1024)
 /** Idle keep-alive connections are closed after this many seconds. */
 #define CONNECTION_TIMEOUT_S 30u
+/** libmicrohttpd's memory pool per connection (its default is 32 KiB). It clears the whole
+ *  pool after every request, which was a tenth of the HTTP threads' time; what a request
+ *  needs is its headers (a bearer token of up to BP_AUTH_TOKEN_MAX bytes must still reach
+ *  the 401 that names it, not a 431) and the response's. */
+#define CONNECTION_MEMORY 16384u
 /** Upper bound of simultaneous connections (lowered to fit RLIMIT_NOFILE). */
 #define CONNECTION_LIMIT_MAX 10000u
 /** Tolerated clock skew on exp/nbf: none, tokens are short-lived and checked as issued. */
 #define JWT_LEEWAY_S 0
+/** Verified tokens remembered (http/auth.h bp_auth_cache_t). */
+#define JWT_CACHE_SLOTS 4096
+/** bp_http_stop() waits at most this long for deferred requests to be answered (under load
+ *  new ones keep coming over open connections; libmicrohttpd closes the rest, resumed). */
+#define DEFERRED_DRAIN_MS 500
 
 struct bp_http {
     bp_http_config_t cfg;
     bp_http_env_t env;
     bp_auth_config_t auth;
+    bp_auth_cache_t *auth_cache;
     bp_http_route_t *routes;
     size_t n_routes;
     struct MHD_Daemon *daemon;
 };
 
-/** Per-request state kept by libmicrohttpd between calls of the access handler. */
+/** Per-request state kept by libmicrohttpd between calls of the access handler. The request
+ *  lives here, not on the dispatching call's stack, so that a handler can defer it. */
 typedef struct {
     char *body;
     size_t len;
     bool too_large;
     bool answered; /**< a response is queued: later calls only drain */
     struct timespec start;
+    bp_http_req_t req;
+    bp_route_match_t match;
+    bp_principal_t principal;
 } conn_ctx_t;
 
 static int64_t wall_ms(void)
@@ -77,6 +93,41 @@ const char *bp_http_req_query(const bp_http_req_t *req, const char *name)
                           : NULL;
 }
 
+/** Give back the request's pool slot now: a suspended request must not hold one, or the
+ *  next request of its HTTP thread could wait for it while the answer that would release it
+ *  waits for that very thread. */
+static void release_slot(bp_http_req_t *req)
+{
+    if (req->conn) {
+        bp_http_pool_release(req->env->pool, req->conn);
+        req->conn = NULL;
+    }
+}
+
+bool bp_http_req_defer(bp_http_req_t *req)
+{
+    if (!req->transport || req->deferred)
+        return false;
+    release_slot(req);
+    MHD_suspend_connection(req->transport);
+    req->deferred = true;
+    atomic_fetch_add(&req->env->deferred_open, 1);
+    return true;
+}
+
+void bp_http_req_resume(bp_http_req_t *req)
+{
+    release_slot(req); /* taken after all when the lanes were closing */
+    /* libmicrohttpd calls the access handler again, which queues the response; its lock
+     * orders what this thread wrote before it. */
+    MHD_resume_connection(req->transport);
+}
+
+static void blob_free(void *cls)
+{
+    bp_http_blob_unref(cls);
+}
+
 /** Turn @p r into a libmicrohttpd response and queue it; the body moves to libmicrohttpd. */
 static enum MHD_Result queue_response(struct MHD_Connection *conn, bp_http_resp_t *r)
 {
@@ -86,17 +137,30 @@ static enum MHD_Result queue_response(struct MHD_Connection *conn, bp_http_resp_
         free(r->body);
         r->body = NULL;
         r->body_len = 0;
+        bp_http_blob_unref(r->blob);
+        r->blob = NULL;
         r->status = 500;
         r->content_type = NULL;
     }
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
-    if (!resp) {
-        free(r->body);
+    struct MHD_Response *resp;
+    if (r->blob) { /* shared: the response holds the reference until it is destroyed */
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(r->blob->len, r->blob->data,
+                                                                      blob_free, r->blob);
+        if (!resp) {
+            bp_http_blob_unref(r->blob);
+            r->blob = NULL;
+            return MHD_NO;
+        }
+        r->blob = NULL;
+    } else {
+        resp = MHD_create_response_from_buffer(r->body_len, r->body, MHD_RESPMEM_MUST_FREE);
+        if (!resp) {
+            free(r->body);
+            r->body = NULL;
+            return MHD_NO;
+        }
         r->body = NULL;
-        return MHD_NO;
     }
-    r->body = NULL;
     bool ok = true;
     if (r->content_type)
         ok &=
@@ -132,7 +196,8 @@ static bool authenticate(bp_http_t *h, struct MHD_Connection *conn, bp_http_req_
     const char *detail = NULL;
     const char *header =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    bp_auth_result_t r = bp_auth_verify(&h->auth, header, req->now_ms / 1000, principal, &detail);
+    bp_auth_result_t r = bp_auth_verify_cached(h->auth_cache, &h->auth, header, req->now_ms / 1000,
+                                               principal, &detail);
     if (r == BP_AUTH_OK) {
         r = bp_auth_authorize(principal, access, bp_route_param(req->match, "playerId"), &detail);
     }
@@ -148,10 +213,9 @@ static bool authenticate(bp_http_t *h, struct MHD_Connection *conn, bp_http_req_
 }
 
 /** Fill req->resp: enforce the body limit, route, authenticate, run the handler. */
-static void handle(bp_http_t *h, struct MHD_Connection *conn, bp_http_req_t *req,
-                   const conn_ctx_t *ctx, bp_route_match_t *m)
+static void handle(bp_http_t *h, struct MHD_Connection *conn, bp_http_req_t *req, conn_ctx_t *ctx,
+                   bp_route_match_t *m)
 {
-    bp_principal_t principal;
     char detail[160];
 
     /* The body limit is a property of the transport: it is enforced before routing. */
@@ -178,33 +242,23 @@ static void handle(bp_http_t *h, struct MHD_Connection *conn, bp_http_req_t *req
         break;
     }
     req->match = m;
-    if (authenticate(h, conn, req, &principal))
+    if (authenticate(h, conn, req, &ctx->principal))
         m->route->handler(req);
-    /* principal lives on this frame: the handler has returned, drop the pointer */
-    req->principal = NULL;
 }
 
-/** Answer a fully received request (or one refused early) and log it. */
-static enum MHD_Result dispatch(bp_http_t *h, struct MHD_Connection *conn, const char *url,
-                                const char *method, conn_ctx_t *ctx)
+/** Queue the answer of a request handled (now or, deferred, earlier) and log it. */
+static enum MHD_Result finish(struct MHD_Connection *conn, const char *url, const char *method,
+                              conn_ctx_t *ctx)
 {
-    bp_route_match_t m;
-    bp_http_req_t req;
+    bp_http_req_t *req = &ctx->req;
 
-    memset(&req, 0, sizeof(req));
-    req.env = &h->env;
-    req.method = method;
-    req.path = url;
-    req.now_ms = wall_ms();
-    req.body = ctx->body;
-    req.body_len = ctx->len;
-    req.transport = conn;
-    handle(h, conn, &req, ctx, &m);
     ctx->answered = true;
-    bp_http_req_finish(&req);
-
-    int status = req.resp.status ? req.resp.status : 500;
-    enum MHD_Result ret = queue_response(conn, &req.resp);
+    bp_http_req_finish(req);
+    req->principal = NULL;
+    int status = req->resp.status ? req->resp.status : 500;
+    enum MHD_Result ret = queue_response(conn, &req->resp);
+    if (req->deferred)
+        atomic_fetch_sub(&req->env->deferred_open, 1);
     char path[256], meth[32];
     bp_log_str(path, sizeof(path), url);
     bp_log_str(meth, sizeof(meth), method);
@@ -214,8 +268,28 @@ static enum MHD_Result dispatch(bp_http_t *h, struct MHD_Connection *conn, const
     long long us = elapsed_us(&ctx->start);
     BP_LOG_DEBUG("request", "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,\"us\":%lld", meth,
                  path, status, us);
-    bp_metrics_http(meth, req.match ? req.match->route->pattern : NULL, status, (double)us / 1e6);
+    bp_metrics_http(meth, req->match ? req->match->route->pattern : NULL, status, (double)us / 1e6);
     return ret;
+}
+
+/** Handle a fully received request (or one refused early): answer it now, or leave it to
+ *  the thread it was deferred to (the connection is suspended until it is resumed). */
+static enum MHD_Result dispatch(bp_http_t *h, struct MHD_Connection *conn, const char *url,
+                                const char *method, conn_ctx_t *ctx)
+{
+    bp_http_req_t *req = &ctx->req;
+
+    req->env = &h->env;
+    req->method = method;
+    req->path = url;
+    req->now_ms = wall_ms();
+    req->body = ctx->body;
+    req->body_len = ctx->len;
+    req->transport = conn;
+    handle(h, conn, req, ctx, &ctx->match);
+    if (req->deferred)
+        return MHD_YES; /* called again once resumed */
+    return finish(conn, url, method, ctx);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -247,6 +321,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (ctx->req.deferred) /* resumed: the answer is ready */
+        return finish(conn, url, method, ctx);
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -279,6 +355,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     (void)toe;
     if (ctx) {
+        /* A request that ends before its answer was queued (e.g. refused, or its client
+         * gone while it was deferred) still holds what it borrowed. */
+        if (ctx->req.deferred && !ctx->answered)
+            atomic_fetch_sub(&ctx->req.env->deferred_open, 1);
+        bp_http_req_finish(&ctx->req);
+        free(ctx->req.resp.body);
+        bp_http_blob_unref(ctx->req.resp.blob);
         free(ctx->body);
         free(ctx);
         *con_cls = NULL;
@@ -411,6 +494,18 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
     err = bp_http_xp_new(&h->cfg, &h->env.xp);
     if (err != BP_OK)
         goto out;
+    if (!(h->auth_cache = bp_auth_cache_new(JWT_CACHE_SLOTS)) ||
+        !(h->env.season_json = bp_http_season_cache_new())) {
+        err = BP_ENOMEM;
+        goto out;
+    }
+    err = bp_http_reads_new(&h->cfg, &h->env.reads);
+    if (err == BP_OK)
+        err = bp_http_claims_new(&h->cfg, &h->env.claims);
+    if (err != BP_OK) {
+        BP_LOG_ERROR("HTTP batch lanes not started", "\"error\":\"%s\"", bp_err_str(err));
+        goto out;
+    }
     err = bp_stream_hub_new(cfg->redis_url, BP_STREAM_MAX_DEFAULT, &h->env.streams);
     if (err != BP_OK)
         goto out;
@@ -420,6 +515,7 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
     atomic_init(&h->env.next_ready_load, 0);
     atomic_init(&h->env.seasons_loaded, false);
     atomic_init(&h->env.ready_until, 0);
+    atomic_init(&h->env.deferred_open, 0);
 
     const char *host = cfg->listen_host && *cfg->listen_host ? cfg->listen_host : NULL;
     memset(&hints, 0, sizeof(hints));
@@ -445,8 +541,8 @@ bp_err_t bp_http_start(const bp_http_config_t *cfg, bp_http_t **out)
         flags, cfg->port, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)h->cfg.threads,
         MHD_OPTION_CONNECTION_LIMIT, max_conns, MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_END);
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)CONNECTION_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->daemon) {
         BP_LOG_ERROR("cannot start the HTTP server", "\"host\":\"%s\",\"port\":%u",
                      host ? host : "", (unsigned)cfg->port);
@@ -474,10 +570,22 @@ void bp_http_stop(bp_http_t *h)
         return;
     /* libmicrohttpd must not be stopped with suspended connections: end the streams first. */
     bp_stream_hub_shutdown(h->env.streams);
+    /* Then the deferred requests: the lanes answer what they hold (requests deferred from
+     * now on are answered on their own thread), and the HTTP threads queue the answers. */
+    bp_http_reads_close(h->env.reads);
+    bp_http_batcher_close(h->env.claims);
+    struct timespec tick = {0, 1000000L};
+    for (int waited = 0; waited < DEFERRED_DRAIN_MS && atomic_load(&h->env.deferred_open) > 0;
+         waited++)
+        nanosleep(&tick, NULL);
     /* Joins the worker threads: handlers running now finish first. */
     if (h->daemon)
         MHD_stop_daemon(h->daemon);
     bp_stream_hub_destroy(h->env.streams); /* after the daemon, which frees the streams */
+    bp_http_reads_destroy(h->env.reads);
+    bp_http_batcher_destroy(h->env.claims);
+    bp_http_season_cache_destroy(h->env.season_json, h->env.seasons);
+    bp_auth_cache_destroy(h->auth_cache);
     bp_http_pool_destroy(h->env.pool);
     bp_http_xp_destroy(h->env.xp);
     free(h->routes);

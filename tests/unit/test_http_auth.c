@@ -123,6 +123,21 @@ static void check_case_with(const bp_auth_config_t *conf, const auth_case_t *c)
     /* The detail never echoes token material. */
     if (c->header && strlen(c->header) > 20)
         assert_null(strstr(detail, c->header + 7));
+    /* Through the cache of verified tokens: the same answer the first time (verified, then
+     * remembered when valid) and the second (from the cache when it was remembered). */
+    bp_auth_cache_t *cache = bp_auth_cache_new(64);
+    assert_non_null(cache);
+    for (int k = 0; k < 2; k++) {
+        bp_principal_t q;
+        const char *d = NULL;
+        bp_auth_result_t rc = bp_auth_verify_cached(cache, conf, c->header, NOW, &q, &d);
+        if (rc != r)
+            fail_msg("%s, cached (%d): expected %s, got %s", c->name, k, bp_auth_result_slug(r),
+                     bp_auth_result_slug(rc));
+        assert_string_equal(d, detail);
+        assert_memory_equal(&q, &p, sizeof(p));
+    }
+    bp_auth_cache_destroy(cache);
 }
 
 static void check_case(const auth_case_t *c)
@@ -264,6 +279,67 @@ static void test_verify_table(void **state)
         check_case(&cases[i]);
         free(cases[i].header);
     }
+}
+
+/* A remembered token is still refused from its exp on, a token that differs in one byte
+ * is verified (and refused) on its own, and a full cache forgets without mixing up tokens. */
+static void test_cache(void **state)
+{
+    (void)state;
+    char buf[512];
+    bp_principal_t p;
+    const char *d = NULL;
+    snprintf(buf, sizeof(buf),
+             "{\"sub\":\"p1\",\"scope\":\"player\",\"exp\":%lld,\"iss\":\"bp-test\","
+             "\"aud\":\"battlepass\"}",
+             NOW + 60);
+    char *h = token_claims(buf);
+    bp_auth_cache_t *cache = bp_auth_cache_new(1);
+    assert_non_null(cache);
+    assert_int_equal(bp_auth_verify_cached(cache, &cfg, h, NOW, &p, &d), BP_AUTH_OK);
+    assert_string_equal(p.sub, "p1");
+    assert_int_equal(p.scopes, BP_SCOPE_PLAYER);
+    assert_int_equal(bp_auth_verify_cached(cache, &cfg, h, NOW + 59, &p, &d), BP_AUTH_OK);
+    assert_int_equal(bp_auth_verify_cached(cache, &cfg, h, NOW + 60, &p, &d), BP_AUTH_EXPIRED);
+    assert_string_equal(d, "token has expired");
+    assert_string_equal(p.sub, "");
+    assert_int_equal(bp_auth_verify_cached(cache, &cfg, h, NOW, &p, &d), BP_AUTH_OK);
+
+    /* One byte of the signature changed: not the remembered token. */
+    char *bad = strdup(h);
+    assert_non_null(bad);
+    char *last = bad + strlen(bad) - 2;
+    *last = *last == 'A' ? 'B' : 'A';
+    assert_int_equal(bp_auth_verify_cached(cache, &cfg, bad, NOW, &p, &d), BP_AUTH_BAD_SIGNATURE);
+    /* The same token with one space more after the scheme is the same token. */
+    size_t n = strlen(h) + 2;
+    char *spaced = malloc(n);
+    assert_non_null(spaced);
+    snprintf(spaced, n, "Bearer  %s", h + 7);
+    assert_int_equal(bp_auth_verify_cached(cache, &cfg, spaced, NOW, &p, &d), BP_AUTH_OK);
+    /* ... and with a byte more at the end, another one, whose signature does not verify. */
+    snprintf(spaced, n, "%sA", h);
+    assert_int_equal(bp_auth_verify_cached(cache, &cfg, spaced, NOW, &p, &d),
+                     BP_AUTH_BAD_SIGNATURE);
+
+    /* Two tokens taking turns in a one-slot cache each keep their own principal. */
+    char *other = token_std("ops", "admin");
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(bp_auth_verify_cached(cache, &cfg, h, NOW, &p, &d), BP_AUTH_OK);
+        assert_string_equal(p.sub, "p1");
+        assert_int_equal(bp_auth_verify_cached(cache, &cfg, other, NOW, &p, &d), BP_AUTH_OK);
+        assert_string_equal(p.sub, "ops");
+        assert_int_equal(p.scopes, BP_SCOPE_ADMIN);
+    }
+    /* No cache: plain verification. */
+    assert_int_equal(bp_auth_verify_cached(NULL, &cfg, h, NOW, &p, &d), BP_AUTH_OK);
+    assert_int_equal(bp_auth_verify_cached(NULL, &cfg, NULL, NOW, &p, &d), BP_AUTH_MISSING);
+    bp_auth_cache_destroy(cache);
+    bp_auth_cache_destroy(NULL);
+    free(other);
+    free(spaced);
+    free(bad);
+    free(h);
 }
 
 static void test_principal(void **state)
@@ -558,6 +634,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verify_table),
         cmocka_unit_test(test_principal),
+        cmocka_unit_test(test_cache),
         cmocka_unit_test(test_unchecked_iss_aud),
         cmocka_unit_test(test_empty_secret_rejects),
         cmocka_unit_test(test_leeway),
