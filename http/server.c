@@ -37,8 +37,8 @@
 #define CONNECTION_LIMIT_MAX 10000u
 /** Tolerated clock skew on exp/nbf: none, tokens are short-lived and checked as issued. */
 #define JWT_LEEWAY_S 0
-/** Verified tokens remembered (http/auth.h bp_auth_cache_t). */
-#define JWT_CACHE_SLOTS 4096
+/** Verified tokens remembered (http/auth.h bp_auth_cache_t; ~180 B each, tokens aside). */
+#define JWT_CACHE_SLOTS 1024
 /** bp_http_stop() waits at most this long for deferred requests to be answered (under load
  *  new ones keep coming over open connections; libmicrohttpd closes the rest, resumed). */
 #define DEFERRED_DRAIN_MS 500
