@@ -212,10 +212,13 @@ static void claim_season(const bp_http_config_t *cfg, bp_http_conn_t *conn, clai
         err = bp_pg_claim_batch(pg, s, qs, n, cfg->rewards_topic, now, &at_commit);
     if (err == BP_ERETRY)
         bp_http_conn_failed(conn);
+    /* Before claiming one by one, the slot checks its connection (the batch may have failed
+     * because the database went away: then it reconnects, or everything answers 503). */
+    bool again = err != BP_OK && pg && !at_commit && bp_http_conn_pg(conn, now_ms(), &pg) == BP_OK;
     if (err == BP_OK) {
         for (size_t i = 0; i < n; i++)
             claim_answer(js[i], BP_OK, qs[i].verdict, &qs[i].grants);
-    } else if (!pg || at_commit) {
+    } else if (!again) {
         for (size_t i = 0; i < n; i++)
             claim_answer(js[i], err, BP_CLAIM_NO_SUCH_REWARD, NULL);
     } else {
