@@ -15,7 +15,6 @@
 
 #define STR_(x) #x
 #define STR(x) STR_(x)
-#define DAY_MS 86400000LL
 
 /* ---- statements, prepared on a connection at first use ----
  * Every counter statement inserts in ORDER BY key order: concurrent batches lock the rows
@@ -40,33 +39,20 @@ enum {
 #define AUDIT_ORDER " ORDER BY id DESC LIMIT $2"
 
 static const bp_pg_stmt_t statements[ST_COUNT] = {
-    /* Rows arrive distinct by (season, day, player), sorted so, with their XP summed. The
-     * activity rows that insert are the players new to that day; only those can be new to
-     * the week too. Each day gains them and the XP. The "C" order is the rows' own order:
-     * the sorts cost nothing and the lock order is the same in every batch. */
+    /* Rows arrive distinct by (season, day) and by (season, week), with the players new to
+     * each (from their progress rows' active_days, see store/batch.c) and the day's XP:
+     * a few rows per batch. Sorted, so concurrent batches lock these hot rows in the same
+     * order. */
     [ST_ACTIVITY] =
         {"an_activity",
-         "WITH a AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[],"
-         "   $4::bigint[]) AS u(season_id, day, player_id, xp)),"
-         " d AS (INSERT INTO season_activity (season_id, day, player_id)"
-         "   SELECT season_id, day, player_id FROM a"
-         "   ORDER BY season_id COLLATE \"C\", day, player_id COLLATE \"C\""
-         "   ON CONFLICT DO NOTHING RETURNING season_id, day, player_id),"
-         " w AS (INSERT INTO season_weekly_activity (season_id, week, player_id)"
-         "   SELECT season_id, floor((day + 3) / 7.0)::int, player_id FROM d"
-         "   ORDER BY season_id COLLATE \"C\", 2, player_id COLLATE \"C\""
-         "   ON CONFLICT DO NOTHING RETURNING season_id, week),"
-         " dd AS (INSERT INTO season_daily AS t (season_id, day, active, xp)"
-         "   SELECT x.season_id, x.day, COALESCE(n.active, 0), x.xp"
-         "   FROM (SELECT season_id, day, sum(xp) AS xp FROM a GROUP BY 1, 2) x"
-         "   LEFT JOIN (SELECT season_id, day, count(*) AS active FROM d GROUP BY 1, 2) n"
-         "     USING (season_id, day)"
+         "WITH dd AS (INSERT INTO season_daily AS t (season_id, day, active, xp)"
+         "   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])"
          "   ORDER BY 1, 2"
          "   ON CONFLICT (season_id, day) DO UPDATE"
          "     SET active = t.active + EXCLUDED.active, xp = t.xp + EXCLUDED.xp"
          "   RETURNING 1),"
          " ww AS (INSERT INTO season_weekly AS t (season_id, week, active)"
-         "   SELECT season_id, week, count(*) FROM w GROUP BY 1, 2 ORDER BY 1, 2"
+         "   SELECT * FROM unnest($5::text[], $6::int[], $7::bigint[]) ORDER BY 1, 2"
          "   ON CONFLICT (season_id, week) DO UPDATE SET active = t.active + EXCLUDED.active"
          "   RETURNING 1)"
          " SELECT (SELECT count(*) FROM dd), (SELECT count(*) FROM ww)"},
@@ -123,12 +109,6 @@ static const bp_pg_stmt_t statements[ST_COUNT] = {
     [ST_AUDIT_BOTH] = {"an_audit_both",
                        AUDIT_SELECT " AND player_id = $3 AND season_id = $4" AUDIT_ORDER},
 };
-
-/* @return floor(a / b) for b > 0. */
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
 
 /* Close @p n arrays. @return BP_ENOMEM when one of them ran out of memory. */
 static bp_err_t close_arrays(bp_sbuf_t *a, int n)
@@ -329,62 +309,31 @@ out:
 
 /* ---- activity ---- */
 
-typedef struct {
-    const char *season_id;
-    const char *player_id;
-    int64_t day;
-    int64_t xp;
-} day_row_t;
-
-static int day_row_cmp(const void *a, const void *b)
+bp_err_t bp_analytics_activity(bp_pg_t *pg, const bp_analytics_day_delta_t *days, size_t n_days,
+                               const bp_analytics_week_delta_t *weeks, size_t n_weeks)
 {
-    const day_row_t *x = a, *y = b;
-    int c = strcmp(x->season_id, y->season_id);
-    if (c != 0)
-        return c;
-    if (x->day != y->day)
-        return x->day < y->day ? -1 : 1;
-    return strcmp(x->player_id, y->player_id);
-}
-
-bp_err_t bp_analytics_activity(bp_pg_t *pg, const bp_analytics_event_t *ev, size_t n)
-{
-    bp_sbuf_t a[4] = {{0}};
-    day_row_t *rows = NULL;
+    bp_sbuf_t a[7] = {{0}};
     bp_err_t err = BP_OK;
 
-    if (n == 0)
+    if (n_days == 0 && n_weeks == 0)
         return BP_OK;
-    if (!(rows = malloc(n * sizeof(*rows)))) {
-        err = BP_ENOMEM;
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++)
-        rows[i] = (day_row_t){ev[i].season_id, ev[i].player_id,
-                              floor_div(ev[i].occurred_at_ms, DAY_MS), ev[i].xp};
-    qsort(rows, n, sizeof(*rows), day_row_cmp);
-    size_t u = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (u > 0 && day_row_cmp(&rows[u - 1], &rows[i]) == 0)
-            rows[u - 1].xp += rows[i].xp;
-        else
-            rows[u++] = rows[i];
-    }
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < 7; k++)
         bp_arr_open(&a[k]);
-    for (size_t i = 0; i < u; i++) {
-        bp_arr_text(&a[0], rows[i].season_id);
-        bp_arr_int(&a[1], rows[i].day);
-        bp_arr_text(&a[2], rows[i].player_id);
-        bp_arr_int(&a[3], rows[i].xp);
+    for (size_t i = 0; i < n_days; i++) {
+        bp_arr_text(&a[0], days[i].season_id);
+        bp_arr_int(&a[1], days[i].day);
+        bp_arr_int(&a[2], days[i].active);
+        bp_arr_int(&a[3], days[i].xp);
     }
-    if ((err = close_arrays(a, 4)) != BP_OK)
-        goto out;
-    err = run_arrays(pg, ST_ACTIVITY, a, 4, PGRES_TUPLES_OK);
-out:
-    for (int k = 0; k < 4; k++)
+    for (size_t i = 0; i < n_weeks; i++) {
+        bp_arr_text(&a[4], weeks[i].season_id);
+        bp_arr_int(&a[5], weeks[i].week);
+        bp_arr_int(&a[6], weeks[i].active);
+    }
+    if ((err = close_arrays(a, 7)) == BP_OK)
+        err = run_arrays(pg, ST_ACTIVITY, a, 7, PGRES_TUPLES_OK);
+    for (int k = 0; k < 7; k++)
         bp_sb_free(&a[k]);
-    free(rows);
     return err;
 }
 

@@ -38,21 +38,31 @@ typedef struct {
  */
 bp_err_t bp_analytics_progress(bp_pg_t *pg, const bp_analytics_change_t *ch, size_t n) BP_MUSTCHECK;
 
-/** One applied XP event, for daily and weekly activity. Strings borrowed. */
+/** What one batch adds to a (season, day) of activity. Strings borrowed. */
 typedef struct {
     const char *season_id;
-    const char *player_id;
-    int64_t occurred_at_ms; /**< its day (UTC) is the day it counts for */
-    int64_t xp;             /**< XP applied (after boosts and caps; may be 0) */
-} bp_analytics_event_t;
+    int64_t day;    /**< days since 1970-01-01 (UTC) of the events' occurredAt */
+    int64_t active; /**< players active that day for the first time */
+    int64_t xp;     /**< XP applied by the batch's events of that day (after boosts and caps) */
+} bp_analytics_day_delta_t;
+
+/** What one batch adds to a (season, Monday week) of activity. Strings borrowed. */
+typedef struct {
+    const char *season_id;
+    int64_t week;   /**< floor((day + 3) / 7) */
+    int64_t active; /**< players active that week for the first time */
+} bp_analytics_week_delta_t;
 
 /**
- * Count activity: a player is active on the day (and in the week) of each event; each
- * (season, day) gains the players active there for the first time and the events' XP. One
- * statement whatever @p n.
+ * Count activity: each (season, day) gains its players new to the day and its XP, each
+ * (season, week) its players new to the week. Which players are new comes from the
+ * active_days of their progress rows (the batch upsert's days_added, migration 007): no row
+ * per player is written here. One statement whatever the sizes; none when both are empty.
+ * Rows are written in (season, day) / (season, week) order, distinct keys expected.
  * @return BP_OK; BP_ERETRY / BP_EFATAL (logged); BP_ENOMEM.
  */
-bp_err_t bp_analytics_activity(bp_pg_t *pg, const bp_analytics_event_t *ev, size_t n) BP_MUSTCHECK;
+bp_err_t bp_analytics_activity(bp_pg_t *pg, const bp_analytics_day_delta_t *days, size_t n_days,
+                               const bp_analytics_week_delta_t *weeks, size_t n_weeks) BP_MUSTCHECK;
 
 /**
  * Count a premium pass just recorded in premium_grants and set on the player's progress row

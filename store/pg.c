@@ -27,7 +27,7 @@ struct bp_pg {
 };
 
 /* ---- statements, prepared on a connection at first use ---- */
-enum { ST_CLAIM, ST_OUTBOX_TAKE, ST_OUTBOX_DELETE, ST_PROGRESS_GET, ST_COUNT };
+enum { ST_CLAIM, ST_OUTBOX_TAKE, ST_OUTBOX_DELETE, ST_OUTBOX_COUNT, ST_PROGRESS_GET, ST_COUNT };
 
 static const bp_pg_stmt_t statements[ST_COUNT] = {
     [ST_CLAIM] = {"claim", "INSERT INTO partition_offsets (consumer_group, topic, partition, epoch)"
@@ -39,6 +39,8 @@ static const bp_pg_stmt_t statements[ST_COUNT] = {
                         "SELECT id, topic, key, payload::text FROM outbox ORDER BY id"
                         " LIMIT $1 FOR UPDATE SKIP LOCKED"},
     [ST_OUTBOX_DELETE] = {"outbox_delete", "DELETE FROM outbox WHERE id = ANY($1::bigint[])"},
+    /* Capped, so a huge backlog costs a bounded scan. */
+    [ST_OUTBOX_COUNT] = {"outbox_count", "SELECT count(*) FROM (SELECT 1 FROM outbox LIMIT $1) o"},
     [ST_PROGRESS_GET] = {"progress_get",
                          "SELECT total_xp, level, premium,"
                          " (extract(epoch FROM updated_at) * 1000)::bigint, earned_xp, paid_xp"
@@ -631,6 +633,23 @@ out:
     bp_sb_free(&arr);
     outbox_free(b);
     return err;
+}
+
+bp_err_t bp_pg_outbox_count(bp_pg_t *pg, int64_t cap, int64_t *out)
+{
+    char lim[24];
+    bp_err_t err = bp_pg_ensure(pg);
+    if (err != BP_OK)
+        return err;
+    snprintf(lim, sizeof(lim), "%lld", (long long)cap);
+    const char *params[1] = {lim};
+    PGresult *res =
+        bp_pg_exec_stmt(pg, &statements[ST_OUTBOX_COUNT], 1, params, PGRES_TUPLES_OK, &err);
+    if (!res)
+        return err;
+    *out = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return BP_OK;
 }
 
 /* ---- progress reads ---- */

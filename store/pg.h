@@ -104,13 +104,15 @@ typedef struct {
     size_t n_changes;
     bp_partition_state_t *fenced; /**< partitions whose epoch no longer matches (BP_EINVAL) */
     size_t n_fenced;
+    double commit_seconds; /**< time the COMMIT took (BP_OK only) */
 } bp_batch_result_t;
 void bp_batch_result_fini(bp_batch_result_t *r);
 
 /**
  * Apply a batch in one transaction: fence check and offset store, event-id dedupe,
- * progress upsert, level updates, LevelUp outbox rows, autoClaim grants (store/rewards.h
- * bp_pg_grants_insert); then COMMIT.
+ * progress upsert (with the days each player was active), level updates, LevelUp outbox
+ * rows, autoClaim grants (store/rewards.h bp_pg_grants_insert), analytics counters; then
+ * COMMIT.
  * @return BP_OK (committed); BP_EINVAL when some partitions are fenced (rolled back,
  *         their numbers in r->fenced: drop their events and retry the rest); BP_ERETRY
  *         when the database failed (rolled back, retry the same batch later); BP_ENOMEM.
@@ -141,6 +143,9 @@ bp_err_t bp_pg_outbox_take(bp_pg_t *pg, size_t limit, bp_outbox_batch_t *out) BP
  * Frees @p b's contents either way. @return BP_OK or BP_ERETRY.
  */
 bp_err_t bp_pg_outbox_finish(bp_pg_t *pg, bp_outbox_batch_t *b, size_t n_done) BP_MUSTCHECK;
+
+/** Count the outbox rows, up to @p cap (a backlog gauge). @return BP_OK or BP_ERETRY. */
+bp_err_t bp_pg_outbox_count(bp_pg_t *pg, int64_t cap, int64_t *out) BP_MUSTCHECK;
 
 /** Stored progress of a player in a season. */
 typedef struct {

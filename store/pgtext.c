@@ -72,7 +72,8 @@ void bp_arr_sep(bp_sbuf_t *b)
         bp_sb_put(b, ",", 1);
 }
 
-/* A quoted text element; NULL becomes SQL NULL. */
+/* A quoted text element; NULL becomes SQL NULL. Runs without quotes or backslashes are
+ * copied at once (ids never have any): this builds every array of every batch. */
 void bp_arr_text(bp_sbuf_t *b, const char *s)
 {
     bp_arr_sep(b);
@@ -81,18 +82,35 @@ void bp_arr_text(bp_sbuf_t *b, const char *s)
         return;
     }
     bp_sb_put(b, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            bp_sb_put(b, "\\", 1);
-        bp_sb_put(b, p, 1);
+    for (;;) {
+        size_t run = strcspn(s, "\"\\");
+        bp_sb_put(b, s, run);
+        s += run;
+        if (!*s)
+            break;
+        bp_sb_put(b, "\\", 1);
+        bp_sb_put(b, s, 1);
+        s++;
     }
     bp_sb_put(b, "\"", 1);
 }
 
 void bp_arr_int(bp_sbuf_t *b, long long v)
 {
+    char tmp[24];
+    size_t n = 0, len = 0;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    char out[24];
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        out[len++] = '-';
+    while (n)
+        out[len++] = tmp[--n];
     bp_arr_sep(b);
-    bp_sb_printf(b, "%lld", v);
+    bp_sb_put(b, out, len);
 }
 
 void bp_arr_close(bp_sbuf_t *b)
