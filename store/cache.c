@@ -22,8 +22,10 @@
 /* After a failed connect (or a command timeout) calls fail fast for this long, so a dead
  * Redis costs the hot path nothing. */
 #define RECONNECT_AFTER_MS 1000
-/* Commands sent before their replies are read: bounds hiredis's buffers on huge batches. */
-#define PIPELINE_CHUNK 512
+/* Keys per call of the progress script (all of one season). */
+#define CALL_ITEMS 128
+/* Script calls sent before their replies are read: bounds hiredis's buffers on huge batches. */
+#define PIPELINE_CALLS 16
 /* Progress writes remembered while Redis fails, at most (distinct season and player); past
  * that the client forgets every cached progress entry instead once Redis is back. */
 #define MISSED_MAX BP_CACHE_MISSED_MAX
@@ -35,33 +37,54 @@
 #define ESC_MAX (6 * BP_ID_MAX + 8)
 
 /*
- * Monotonic upsert of one progress hash. KEYS[1] = hash; ARGV = totalXp, level, updatedAt,
- * premium ("" leaves it alone, "0"/"1" sets it; "1" always wins since a pass once granted
- * stays granted), TTL seconds, channel ("" = no publication), message, paidXp ("" leaves it
- * alone; else set when absent or higher, since paid XP never decreases either).
+ * Monotonic upsert of progress hashes, any number per call (all keys of one season, so one
+ * hash slot: the "{season}" tag of the keys). ARGV[1] = TTL seconds; then 7 values per key,
+ * in KEYS order: totalXp, level, updatedAt, premium ("" leaves it alone, "0"/"1" sets it; "1"
+ * always wins since a pass once granted stays granted), channel ("" = no publication),
+ * message, paidXp ("" leaves it alone; else set when absent or higher, since paid XP never
+ * decreases either).
  * XP fields change only when the cached totalXp is absent or lower, and only such a change
  * is published: a late writer can neither regress the cache nor the subscribers.
- * Returns 1 when the XP fields were written.
+ * Returns the number of keys whose XP fields were written. One call per batch chunk instead
+ * of one per player: the per-call cost of a script is most of what a single key costs.
  */
 static const char SCRIPT[] =
-    "local cur = redis.call('HGET', KEYS[1], 'totalXp')\n"
+    "local ttl = ARGV[1]\n"
     "local applied = 0\n"
-    "if not cur or not tonumber(cur) or tonumber(cur) < tonumber(ARGV[1]) then\n"
-    "  redis.call('HSET', KEYS[1], 'totalXp', ARGV[1], 'level', ARGV[2], 'updatedAt', ARGV[3])\n"
-    "  applied = 1\n"
+    "for i = 1, #KEYS do\n"
+    "  local k, b = KEYS[i], 1 + (i - 1) * 7\n"
+    "  local total = ARGV[b + 1]\n"
+    "  local cur = redis.call('HGET', k, 'totalXp')\n"
+    "  if not cur or not tonumber(cur) or tonumber(cur) < tonumber(total) then\n"
+    "    redis.call('HSET', k, 'totalXp', total, 'level', ARGV[b + 2], 'updatedAt', ARGV[b + 3])\n"
+    "    applied = applied + 1\n"
+    "    if ARGV[b + 5] ~= '' then redis.call('PUBLISH', ARGV[b + 5], ARGV[b + 6]) end\n"
+    "  end\n"
+    "  local premium = ARGV[b + 4]\n"
+    "  if premium == '1' or (premium == '0' and redis.call('HEXISTS', k, 'premium') == 0) then\n"
+    "    redis.call('HSET', k, 'premium', premium)\n"
+    "  end\n"
+    "  local paid = ARGV[b + 7]\n"
+    "  if paid ~= '' then\n"
+    "    local cpaid = redis.call('HGET', k, 'paidXp')\n"
+    "    if not cpaid or not tonumber(cpaid) or tonumber(cpaid) < tonumber(paid) then\n"
+    "      redis.call('HSET', k, 'paidXp', paid)\n"
+    "    end\n"
+    "  end\n"
+    "  redis.call('EXPIRE', k, ttl)\n"
     "end\n"
-    "if ARGV[4] == '1' or (ARGV[4] == '0' and redis.call('HEXISTS', KEYS[1], 'premium') == 0) "
-    "then\n"
-    "  redis.call('HSET', KEYS[1], 'premium', ARGV[4])\n"
-    "end\n"
-    "local paid = redis.call('HGET', KEYS[1], 'paidXp')\n"
-    "if ARGV[8] ~= '' and (not paid or not tonumber(paid) or tonumber(paid) < tonumber(ARGV[8])) "
-    "then\n"
-    "  redis.call('HSET', KEYS[1], 'paidXp', ARGV[8])\n"
-    "end\n"
-    "redis.call('EXPIRE', KEYS[1], ARGV[5])\n"
-    "if applied == 1 and ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end\n"
     "return applied\n";
+
+/* A SCRIPT call being built: items of one season (cap of them at most), and room for its
+ * argument vector. Kept by the client between calls. */
+struct call {
+    size_t n, cap;
+    struct item *items;
+    const char **argv; /* 3 + cap * 8 + 1 */
+    size_t *lens;
+};
+
+typedef struct call call_t;
 
 struct bp_cache {
     char host[HOST_MAX + 1];
@@ -85,6 +108,8 @@ struct bp_cache {
     size_t n_slots;           /* a power of two >= 2 * cap_missed */
     bool missed_overflow;     /* more than MISSED_MAX: forget every progress entry instead */
     int64_t next_catch_up_ms; /* after Redis refused the catch-up, not before this */
+
+    call_t call; /* buffer of the script calls being sent */
 };
 
 struct missed {
@@ -95,12 +120,13 @@ struct missed {
     int64_t updated_at_ms;
 };
 
-/* One EVAL(SHA) of SCRIPT, fully formatted. */
-typedef struct {
+/* One key's part of a SCRIPT call, fully formatted. */
+typedef struct item {
+    char season[BP_ID_MAX + 1]; /* keys of one call share it (one hash slot) */
     char key[KEY_MAX];
-    long long total_xp;
-    int level;
-    long long updated_at;
+    char total_xp[24];
+    char level[16];
+    char updated_at[24];
     const char *premium;
     char channel[sizeof("bp:progress:") + BP_ID_MAX];
     char msg[2 * ESC_MAX + 96];
@@ -296,6 +322,9 @@ void bp_cache_destroy(bp_cache_t *c)
     drop(c);
     free(c->missed);
     free(c->slots);
+    free(c->call.items);
+    free(c->call.argv);
+    free(c->call.lens);
     free(c->user);
     if (c->password) {
         memset(c->password, 0, strlen(c->password));
@@ -414,20 +443,117 @@ static bool io_failed(bp_cache_t *c, int err)
     return !timeout;
 }
 
-static int append_item(bp_cache_t *c, const item_t *it, bool eval)
+/* Decimal text of @p v into @p buf (at least 21 bytes). @return its length. */
+static size_t fmt_i64(char *buf, int64_t v)
 {
-    if (eval)
-        return redisAppendCommand(c->ctx, "EVAL %s 1 %s %lld %d %lld %s %d %s %s %s", SCRIPT,
-                                  it->key, it->total_xp, it->level, it->updated_at, it->premium,
-                                  c->ttl_s, it->channel, it->msg, it->paid_xp);
-    return redisAppendCommand(c->ctx, "EVALSHA %s 1 %s %lld %d %lld %s %d %s %s %s", c->sha,
-                              it->key, it->total_xp, it->level, it->updated_at, it->premium,
-                              c->ttl_s, it->channel, it->msg, it->paid_xp);
+    char tmp[24];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    size_t len = 0;
+    if (v < 0)
+        buf[len++] = '-';
+    while (n)
+        buf[len++] = tmp[--n];
+    buf[len] = '\0';
+    return len;
+}
+
+/* Append @p n bytes of @p s at @p at in @p dst of @p cap bytes (truncating, NUL kept).
+ * @return the new length. */
+static size_t put(char *dst, size_t at, size_t cap, const char *s, size_t n)
+{
+    if (at + n >= cap)
+        n = at + 1 < cap ? cap - 1 - at : 0;
+    memcpy(dst + at, s, n);
+    dst[at + n] = '\0';
+    return at + n;
+}
+
+/* @p s as a JSON string body: itself when nothing needs escaping (ids are restricted to
+ * safe characters), else escaped into @p buf. */
+static const char *json_body(char *buf, size_t cap, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == '"' || *p == '\\' || *p >= 0x7f)
+            return bp_log_str(buf, cap, s);
+    return s;
+}
+
+/* The client's call buffer with room for min(@p n, CALL_ITEMS) items. @return NULL
+ * without memory. */
+static call_t *call_reserve(bp_cache_t *c, size_t n)
+{
+    size_t want = n < CALL_ITEMS ? n : CALL_ITEMS;
+    call_t *call = &c->call;
+    if (want <= call->cap)
+        return call;
+    item_t *items = realloc(call->items, want * sizeof(*items));
+    if (items)
+        call->items = items;
+    const char **argv = realloc(call->argv, (4 + want * 8) * sizeof(*argv));
+    if (argv)
+        call->argv = argv;
+    size_t *lens = realloc(call->lens, (4 + want * 8) * sizeof(*lens));
+    if (lens)
+        call->lens = lens;
+    if (!items || !argv || !lens)
+        return NULL;
+    call->cap = want;
+    return call;
+}
+
+/* Append one call of SCRIPT for call->items (EVALSHA, or EVAL when @p eval). */
+static int append_call(bp_cache_t *c, call_t *call, bool eval)
+{
+    char nkeys[24], ttl[24];
+    size_t argc = 0;
+    fmt_i64(nkeys, (int64_t)call->n);
+    fmt_i64(ttl, c->ttl_s);
+    call->argv[argc++] = eval ? "EVAL" : "EVALSHA";
+    call->argv[argc++] = eval ? SCRIPT : c->sha;
+    call->argv[argc++] = nkeys;
+    for (size_t i = 0; i < call->n; i++)
+        call->argv[argc++] = call->items[i].key;
+    call->argv[argc++] = ttl;
+    for (size_t i = 0; i < call->n; i++) {
+        const item_t *it = &call->items[i];
+        const char *v[7] = {it->total_xp, it->level, it->updated_at, it->premium,
+                            it->channel,  it->msg,   it->paid_xp};
+        for (int k = 0; k < 7; k++)
+            call->argv[argc++] = v[k];
+    }
+    for (size_t i = 0; i < argc; i++)
+        call->lens[i] = strlen(call->argv[i]);
+    return redisAppendCommandArgv(c->ctx, (int)argc, call->argv, call->lens);
+}
+
+/* Fill @p call with the items of [*next, end) that fit (one season, CALL_ITEMS at most) and
+ * advance *next past them. @return false when nothing is left. */
+static bool fill_call(call_t *call, item_fn fn, const void *arg, size_t *next, size_t end)
+{
+    call->n = 0;
+    while (*next < end && call->n < call->cap) {
+        item_t *it = &call->items[call->n];
+        if (!fn(arg, *next, it)) {
+            (*next)++;
+            continue;
+        }
+        if (call->n > 0 && strcmp(it->season, call->items[0].season) != 0)
+            break; /* another hash slot: next call (fn is pure, it runs again then) */
+        call->n++;
+        (*next)++;
+    }
+    return call->n > 0;
 }
 
 /*
- * Send items [0, n) in pipelined chunks and read every reply. Items refused with NOSCRIPT
- * (script cache flushed) are re-sent with EVAL and the script is loaded again.
+ * Send items [0, n) as SCRIPT calls of up to CALL_ITEMS keys of one season, up to
+ * PIPELINE_CALLS calls before reading their replies, and read every reply. Calls refused
+ * with NOSCRIPT (script cache flushed) are re-sent with EVAL and the script is loaded again.
  * @param stale out: set when the connection broke and one reconnect is worth trying
  * @return BP_OK; BP_ERETRY on an I/O error (connection dropped) or when Redis refused a
  *         command (logged; the connection stays usable).
@@ -435,58 +561,75 @@ static int append_item(bp_cache_t *c, const item_t *it, bool eval)
 static bp_err_t pipeline(bp_cache_t *c, size_t n, item_fn fn, const void *arg, bool *stale)
 {
     bp_err_t rc = BP_OK;
-    size_t noscript[PIPELINE_CHUNK];
-    item_t it;
-    for (size_t base = 0; base < n; base += PIPELINE_CHUNK) {
-        size_t cnt = n - base < PIPELINE_CHUNK ? n - base : PIPELINE_CHUNK;
-        size_t sent = 0, n_noscript = 0;
-        for (int round = 0; round < 2; round++) {
-            size_t todo = round == 0 ? cnt : n_noscript;
-            if (round == 1 && todo == 0)
-                break;
-            sent = 0;
-            for (size_t k = 0; k < todo; k++) {
-                size_t i = round == 0 ? base + k : noscript[k];
-                if (!fn(arg, i, &it))
-                    continue;
-                if (append_item(c, &it, round == 1) != REDIS_OK) {
-                    *stale = false;
-                    io_failed(c, errno); /* half a pipeline is queued: start over */
-                    return BP_ERETRY;
-                }
-                if (round == 0)
-                    noscript[sent] = i; /* remember what reply j is for */
-                sent++;
+    size_t from[PIPELINE_CALLS + 1]; /* item range of each call sent */
+    size_t next = 0;
+    call_t *call = call_reserve(c, n);
+    if (!call) {
+        *stale = false;
+        return BP_ERETRY; /* like a refusal: the caller remembers the writes */
+    }
+    while (next < n) {
+        size_t sent = 0, redo[PIPELINE_CALLS], n_redo = 0;
+        from[0] = next;
+        while (sent < PIPELINE_CALLS && fill_call(call, fn, arg, &next, n)) {
+            if (append_call(c, call, false) != REDIS_OK) {
+                *stale = false;
+                io_failed(c, errno); /* half a pipeline is queued: start over */
+                return BP_ERETRY;
             }
-            if (round == 1) { /* so the next calls can use EVALSHA again */
-                const char *load[] = {"SCRIPT", "LOAD", SCRIPT};
-                if (redisAppendCommandArgv(c->ctx, 3, load, NULL) != REDIS_OK) {
-                    *stale = false;
-                    io_failed(c, errno);
-                    return BP_ERETRY;
+            from[++sent] = next;
+        }
+        for (size_t j = 0; j < sent; j++) {
+            redisReply *r = NULL;
+            if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK) {
+                *stale = io_failed(c, errno);
+                return BP_ERETRY;
+            }
+            if (r && r->type == REDIS_REPLY_ERROR) {
+                if (strncmp(r->str, "NOSCRIPT", 8) == 0) {
+                    redo[n_redo++] = j;
+                } else {
+                    char eb[256];
+                    if (rc == BP_OK)
+                        BP_LOG_WARN("redis refused a cache update", "\"error\":\"%s\"",
+                                    bp_log_str(eb, sizeof(eb), r->str));
+                    rc = BP_ERETRY;
                 }
             }
-            size_t replies = sent + (round == 1 ? 1 : 0), kept = 0;
-            for (size_t j = 0; j < replies; j++) {
-                redisReply *r = NULL;
-                if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK) {
-                    *stale = io_failed(c, errno);
-                    return BP_ERETRY;
-                }
-                if (r && r->type == REDIS_REPLY_ERROR) {
-                    if (round == 0 && strncmp(r->str, "NOSCRIPT", 8) == 0) {
-                        noscript[kept++] = noscript[j];
-                    } else {
-                        char eb[256];
-                        if (rc == BP_OK)
-                            BP_LOG_WARN("redis refused a cache update", "\"error\":\"%s\"",
-                                        bp_log_str(eb, sizeof(eb), r->str));
-                        rc = BP_ERETRY;
-                    }
-                }
-                freeReplyObject(r);
+            freeReplyObject(r);
+        }
+        if (n_redo == 0)
+            continue;
+        /* Again with the script's text, then load it so the next calls can use EVALSHA. */
+        for (size_t k = 0; k < n_redo; k++) {
+            size_t at = from[redo[k]];
+            if (!fill_call(call, fn, arg, &at, from[redo[k] + 1]) ||
+                append_call(c, call, true) != REDIS_OK) {
+                *stale = false;
+                io_failed(c, errno);
+                return BP_ERETRY;
             }
-            n_noscript = kept;
+        }
+        const char *load[] = {"SCRIPT", "LOAD", SCRIPT};
+        if (redisAppendCommandArgv(c->ctx, 3, load, NULL) != REDIS_OK) {
+            *stale = false;
+            io_failed(c, errno);
+            return BP_ERETRY;
+        }
+        for (size_t j = 0; j < n_redo + 1; j++) {
+            redisReply *r = NULL;
+            if (redisGetReply(c->ctx, (void **)&r) != REDIS_OK) {
+                *stale = io_failed(c, errno);
+                return BP_ERETRY;
+            }
+            if (r && r->type == REDIS_REPLY_ERROR) {
+                char eb[256];
+                if (rc == BP_OK)
+                    BP_LOG_WARN("redis refused a cache update", "\"error\":\"%s\"",
+                                bp_log_str(eb, sizeof(eb), r->str));
+                rc = BP_ERETRY;
+            }
+            freeReplyObject(r);
         }
     }
     return rc;
@@ -494,25 +637,40 @@ static bp_err_t pipeline(bp_cache_t *c, size_t n, item_fn fn, const void *arg, b
 
 static void make_key(char *key, const char *season_id, const char *player_id)
 {
-    snprintf(key, KEY_MAX, "bp:progress:{%s}:%s", season_id, player_id);
+    size_t n = put(key, 0, KEY_MAX, "bp:progress:{", 13);
+    n = put(key, n, KEY_MAX, season_id, strlen(season_id));
+    n = put(key, n, KEY_MAX, "}:", 2);
+    put(key, n, KEY_MAX, player_id, strlen(player_id));
 }
 
-/* A progress write of a batch (or of a write missed earlier) as a pipeline item. */
+/* A progress write of a batch (or of a write missed earlier) as a pipeline item; no printf
+ * on this path (it runs once per player of every batch). */
 static void progress_item(item_t *it, const char *season_id, const char *player_id,
                           int64_t total_xp, int32_t level, int64_t updated_at_ms)
 {
     char pe[ESC_MAX], se[ESC_MAX];
+    size_t n;
+    snprintf(it->season, sizeof(it->season), "%s", season_id);
     make_key(it->key, season_id, player_id);
-    it->total_xp = (long long)total_xp;
-    it->level = level;
-    it->updated_at = (long long)updated_at_ms;
+    size_t tl = fmt_i64(it->total_xp, total_xp);
+    size_t ll = fmt_i64(it->level, level);
+    fmt_i64(it->updated_at, updated_at_ms);
     it->premium = ""; /* unknown here; filled from PostgreSQL */
     it->paid_xp[0] = '\0';
-    snprintf(it->channel, sizeof(it->channel), "bp:progress:%s", player_id);
-    snprintf(it->msg, sizeof(it->msg),
-             "{\"playerId\":\"%s\",\"seasonId\":\"%s\",\"totalXp\":%lld,\"level\":%d}",
-             bp_log_str(pe, sizeof(pe), player_id), bp_log_str(se, sizeof(se), season_id),
-             (long long)total_xp, level);
+    n = put(it->channel, 0, sizeof(it->channel), "bp:progress:", 12);
+    put(it->channel, n, sizeof(it->channel), player_id, strlen(player_id));
+    const char *pj = json_body(pe, sizeof(pe), player_id);
+    const char *sj = json_body(se, sizeof(se), season_id);
+    const size_t cap = sizeof(it->msg);
+    n = put(it->msg, 0, cap, "{\"playerId\":\"", 13);
+    n = put(it->msg, n, cap, pj, strlen(pj));
+    n = put(it->msg, n, cap, "\",\"seasonId\":\"", 14);
+    n = put(it->msg, n, cap, sj, strlen(sj));
+    n = put(it->msg, n, cap, "\",\"totalXp\":", 12);
+    n = put(it->msg, n, cap, it->total_xp, tl);
+    n = put(it->msg, n, cap, ",\"level\":", 9);
+    n = put(it->msg, n, cap, it->level, ll);
+    put(it->msg, n, cap, "}", 1);
 }
 
 /* ---- progress writes that failed, written again later ---- */
@@ -799,12 +957,13 @@ static bool fill_item(const void *arg, size_t i, item_t *it)
 {
     const fill_args_t *a = arg;
     (void)i;
+    snprintf(it->season, sizeof(it->season), "%s", a->season_id);
     make_key(it->key, a->season_id, a->player_id);
-    it->total_xp = (long long)a->row->total_xp;
-    it->level = a->row->level;
-    it->updated_at = (long long)a->row->updated_at_ms;
+    fmt_i64(it->total_xp, a->row->total_xp);
+    fmt_i64(it->level, a->row->level);
+    fmt_i64(it->updated_at, a->row->updated_at_ms);
     it->premium = a->row->premium ? "1" : "0";
-    snprintf(it->paid_xp, sizeof(it->paid_xp), "%lld", (long long)a->row->paid_xp);
+    fmt_i64(it->paid_xp, a->row->paid_xp);
     it->channel[0] = '\0'; /* a read-through fill is no change: nothing published */
     it->msg[0] = '\0';
     return true;
