@@ -46,9 +46,11 @@ static const field_t fields[] = {
     {"BP_KAFKA_SESSION_TIMEOUT_MS",
      I(kafka_session_timeout_ms, 3000, 300000, "10000", "consumer group session timeout")},
     {"BP_BATCH_MAX_EVENTS",
-     I(batch_max_events, 1, 100000, "5000", "a batch closes at this many messages")},
+     I(batch_max_events, 1, 100000, "10000", "a batch closes at this many messages")},
     {"BP_BATCH_MAX_WAIT_MS",
-     I(batch_max_wait_ms, 1, 60000, "50", "... or this long after its first message")},
+     I(batch_max_wait_ms, 1, 60000, "50",
+       "... or this long after its first message while more keep coming (it closes at once "
+       "when none is queued)")},
     {"BP_PG_DSN", S(pg_dsn, 1, "postgresql://postgres@127.0.0.1:5432/battlepass", true,
                     "PostgreSQL connection string (may hold a password)")},
     {"BP_REDIS_URL", S(redis_url, 1, "redis://127.0.0.1:6379/0", true,

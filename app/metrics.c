@@ -40,9 +40,41 @@ typedef struct {
     _Atomic uint64_t sum_micro;               /* sum, in millionths */
 } histogram_t;
 
-static histogram_t batch_size = {7, {1, 10, 100, 500, 1000, 5000, 10000}, {0}, 0};
+static histogram_t batch_size = {9, {1, 10, 100, 500, 1000, 5000, 10000, 20000, 50000}, {0}, 0};
 static histogram_t batch_seconds = {
-    10, {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}, {0}, 0};
+    11, {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}, {0}, 0};
+static histogram_t commit_seconds = {
+    11, {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1}, {0}, 0};
+
+static const struct {
+    const char *name;
+    const char *help;
+} gauge_info[BP_G_COUNT] = {
+    [BP_G_OUTBOX_BACKLOG] = {"bp_outbox_backlog",
+                             "Outbox rows waiting to be produced (counted up to 1000000)."},
+};
+static _Atomic int64_t gauges[BP_G_COUNT];
+
+/* Consumer lag per input topic. */
+#define LAG_TOPICS_MAX 8
+static pthread_mutex_t lag_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char topic[250];
+    int64_t lag;
+} lags[LAG_TOPICS_MAX];
+static size_t n_lags;
+
+/* Claims by verdict (core/reward.h), in the order of bp_claim_verdict_t. */
+static const char *const claim_results[] = {
+    [BP_CLAIM_OK] = "granted",
+    [BP_CLAIM_NO_SUCH_REWARD] = "no_such_reward",
+    [BP_CLAIM_NOT_OPEN] = "claims_closed",
+    [BP_CLAIM_LEVEL_NOT_REACHED] = "level_not_reached",
+    [BP_CLAIM_PREMIUM_REQUIRED] = "premium_required",
+    [BP_CLAIM_ALREADY_CLAIMED] = "already_claimed",
+};
+#define CLAIM_RESULTS (sizeof(claim_results) / sizeof(claim_results[0]))
+static _Atomic uint64_t claims[CLAIM_RESULTS];
 
 static void observe(histogram_t *h, double v)
 {
@@ -78,10 +110,43 @@ void bp_metrics_add(bp_metric_t m, uint64_t n)
         atomic_fetch_add(&counters[m], n);
 }
 
-void bp_metrics_batch(size_t messages, double seconds)
+void bp_metrics_batch(size_t messages, double seconds, double commit)
 {
     observe(&batch_size, (double)messages);
     observe(&batch_seconds, seconds);
+    observe(&commit_seconds, commit);
+}
+
+void bp_metrics_gauge(bp_gauge_t g, int64_t v)
+{
+    if (g < BP_G_COUNT)
+        atomic_store(&gauges[g], v);
+}
+
+void bp_metrics_consumer_lag(const char *topic, int64_t lag)
+{
+    pthread_mutex_lock(&lag_lock);
+    size_t i = 0;
+    while (i < n_lags && strcmp(lags[i].topic, topic) != 0)
+        i++;
+    if (i == n_lags && n_lags < LAG_TOPICS_MAX)
+        snprintf(lags[n_lags++].topic, sizeof(lags[0].topic), "%s", topic);
+    if (i < n_lags)
+        lags[i].lag = lag;
+    pthread_mutex_unlock(&lag_lock);
+}
+
+void bp_metrics_claim(bp_claim_verdict_t v)
+{
+    if ((size_t)v < CLAIM_RESULTS)
+        atomic_fetch_add(&claims[v], 1);
+}
+
+/* A label value: topic names are [A-Za-z0-9._-], anything else is replaced. */
+static void label_value(FILE *f, const char *s)
+{
+    for (; *s; s++)
+        fputc(*s == '"' || *s == '\\' || *s == '\n' ? '_' : *s, f);
 }
 
 void bp_metrics_http(const char *method, const char *route, int status, double seconds)
@@ -175,9 +240,31 @@ char *bp_metrics_render(size_t *len)
         fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counter_info[m].name,
                 counter_info[m].help, counter_info[m].name, counter_info[m].name,
                 (unsigned long long)atomic_load(&counters[m]));
+    fprintf(f, "# HELP bp_claims_total Reward claims answered, by result (granted or why "
+               "refused).\n# TYPE bp_claims_total counter\n");
+    for (size_t i = 0; i < CLAIM_RESULTS; i++)
+        fprintf(f, "bp_claims_total{result=\"%s\"} %llu\n", claim_results[i],
+                (unsigned long long)atomic_load(&claims[i]));
+    for (int g = 0; g < BP_G_COUNT; g++)
+        fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", gauge_info[g].name,
+                gauge_info[g].help, gauge_info[g].name, gauge_info[g].name,
+                (long long)atomic_load(&gauges[g]));
+    fprintf(f, "# HELP bp_consumer_lag Messages not yet applied on the partitions this process "
+               "is assigned: high watermark minus the next offset to apply, summed per topic.\n"
+               "# TYPE bp_consumer_lag gauge\n");
+    pthread_mutex_lock(&lag_lock);
+    for (size_t i = 0; i < n_lags; i++) {
+        fputs("bp_consumer_lag{topic=\"", f);
+        label_value(f, lags[i].topic);
+        fprintf(f, "\"} %lld\n", (long long)lags[i].lag);
+    }
+    pthread_mutex_unlock(&lag_lock);
     render_histogram(f, "bp_batch_messages", "Messages per committed batch.", &batch_size);
     render_histogram(f, "bp_batch_apply_seconds", "Time to apply and commit a batch in PostgreSQL.",
                      &batch_seconds);
+    render_histogram(f, "bp_batch_commit_seconds",
+                     "Time of a batch's COMMIT alone (the WAL flush) in PostgreSQL.",
+                     &commit_seconds);
     render_http(f);
     if (fclose(f) != 0) {
         free(buf);

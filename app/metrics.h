@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/reward.h"
+
 /** The worker's counters. */
 typedef enum {
     BP_M_XP_CONSUMED = 0,   /**< messages taken from the input topics */
@@ -26,8 +28,31 @@ typedef enum {
 /** Add @p n to counter @p m. */
 void bp_metrics_add(bp_metric_t m, uint64_t n);
 
-/** Record one committed batch: its size in messages and the apply time. */
-void bp_metrics_batch(size_t messages, double seconds);
+/** Record one committed batch: its size in messages, the apply time (transaction from
+ *  BEGIN to COMMIT's end) and the COMMIT alone (the WAL flush, fsync). */
+void bp_metrics_batch(size_t messages, double seconds, double commit_seconds);
+
+/** The process's gauges (last value set wins). */
+typedef enum {
+    BP_G_OUTBOX_BACKLOG = 0, /**< outbox rows waiting to be relayed (capped count) */
+    BP_G_COUNT
+} bp_gauge_t;
+
+/** Set gauge @p g to @p v. */
+void bp_metrics_gauge(bp_gauge_t g, int64_t v);
+
+/**
+ * Set the consumer lag of input topic @p topic: over the partitions this process is assigned,
+ * the sum of (high watermark - next offset to apply). The first 8 distinct topics are kept.
+ */
+void bp_metrics_consumer_lag(const char *topic, int64_t lag);
+
+/**
+ * Count one reward claim answered (POST /rewards/{playerId}/claim or /claim-all) by its
+ * verdict: BP_CLAIM_OK as granted, every other one as refused with its reason
+ * (bp_claims_total{result=...}).
+ */
+void bp_metrics_claim(bp_claim_verdict_t v);
 
 /** Record one answered HTTP request. @p route is the route's pattern (static storage) or
  *  NULL when no route matched. */

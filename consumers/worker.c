@@ -1,6 +1,7 @@
 /** @file The XP worker loop: poll → decode/validate/attribute → batch → one PostgreSQL
- *  transaction (offsets fenced inside it) → Redis → outbox relay. On a retryable failure the
- *  batch is dropped and its partitions are rewound to where the batch began. */
+ *  transaction (offsets fenced inside it) → Redis (cache writer thread) and the outbox relay
+ *  (relay thread), so the loop goes on with the next batch meanwhile. On a retryable failure
+ *  the batch is dropped and its partitions are rewound to where the batch began. */
 #include "consumers/worker.h"
 
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 
 #include "app/log.h"
 #include "app/metrics.h"
+#include "consumers/cache_writer.h"
 #include "consumers/premium.h"
 #include "core/event.h"
 #include "core/reward.h"
@@ -20,7 +22,6 @@
 #include "producers/codec.h"
 #include "producers/producer.h"
 #include "producers/relay.h"
-#include "store/cache.h"
 #include "store/pg.h"
 #include "store/rewards.h"
 #include "store/season_end.h"
@@ -29,6 +30,9 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define STATS_EVERY_MS 10000
+#define LAG_EVERY_MS 1000
+/* Committed batches waiting for Redis, at most (bp_cache_writer_start). */
+#define CACHE_QUEUE 2
 #define SEASON_END_EVERY_MS 5000
 #define SEASON_END_CHUNK 200
 #define CLOSED_MAX 64
@@ -43,6 +47,7 @@ typedef struct {
     int64_t epoch;       /* fencing token from bp_pg_partitions_claim */
     int64_t batch_start; /* offset of its first message in the current batch, -1 if none */
     int64_t next_offset; /* offset after its last message in the current batch */
+    int64_t applied;     /* next offset stored in PostgreSQL (-1: nothing ever stored) */
 } part_t;
 
 /* A PremiumGranted of the batch, with what the DLQ would need if it is refused. */
@@ -63,7 +68,8 @@ typedef struct {
     bp_producer_t *prod;
     bp_codec_t *codec;
     bp_pg_t *pg;
-    bp_cache_t *cache;
+    bp_cache_writer_t *cache; /* Redis writes (own thread) */
+    bp_relay_t *relay;        /* the outbox relay (own thread) */
     int32_t xp_schema_id;
     int32_t premium_schema_id;
     const char *topics[T_COUNT];
@@ -86,11 +92,10 @@ typedef struct {
     char closed[CLOSED_MAX][BP_ID_MAX + 1];
     size_t n_closed;
 
-    bool cache_down;
     int backoff_ms;
     struct {
         unsigned long long consumed, applied, duplicates, unattributed, dlq, level_ups, batches,
-            relayed, premiums, auto_grants, season_end_grants;
+            premiums, auto_grants, season_end_grants;
     } stats;
 } worker_t;
 
@@ -315,7 +320,7 @@ static void drop_partitions(worker_t *w, const bp_partition_state_t *gone, size_
 
 /* ---- applying a batch ---- */
 
-static void after_commit(worker_t *w, const bp_batch_result_t *r)
+static void after_commit(worker_t *w, bp_batch_result_t *r)
 {
     w->stats.applied += r->applied;
     w->stats.duplicates += r->duplicates;
@@ -333,31 +338,24 @@ static void after_commit(worker_t *w, const bp_batch_result_t *r)
     bp_metrics_add(BP_M_DLQ, w->n_dlq);
     bp_metrics_add(BP_M_BATCHES, 1);
 
-    if (w->cache && r->n_changes > 0) {
-        const char *ids[64];
-        const char **season_ids = w->snap->n <= 64 ? ids : malloc(w->snap->n * sizeof(*ids));
-        if (season_ids) {
-            for (size_t i = 0; i < w->snap->n; i++)
-                season_ids[i] = w->snap->items[i].id;
-            bp_err_t err =
-                bp_cache_put_progress(w->cache, season_ids, r->changes, r->n_changes, now_ms());
-            if (err != BP_OK && !w->cache_down)
-                BP_LOG_WARN("redis unavailable: cache not updated, reads use PostgreSQL", NULL);
-            else if (err == BP_OK && w->cache_down)
-                BP_LOG_INFO("redis available again", NULL);
-            w->cache_down = err != BP_OK;
-            if (season_ids != ids)
-                free(season_ids);
-        }
-    }
+    /* Level-ups and grants wait in the outbox: the relay thread produces them now. */
+    if (r->level_ups > 0 || r->auto_grants > 0)
+        bp_relay_kick(w->relay);
+    /* Redis on the writer thread; a batch it cannot take costs the cache, not the data. */
+    if (w->cache && r->n_changes > 0 &&
+        bp_cache_writer_put(w->cache, &r->changes, r->n_changes, w->snap->items, w->snap->n,
+                            now_ms()) != BP_OK)
+        BP_LOG_WARN("progress not queued for redis (out of memory); reads use PostgreSQL", NULL);
 
     /* Offsets live in PostgreSQL; committing them to Kafka too only shows consumer lag. */
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)w->n_parts);
     for (size_t i = 0; i < w->n_parts; i++)
-        if (w->parts[i].batch_start >= 0)
+        if (w->parts[i].batch_start >= 0) {
+            w->parts[i].applied = w->parts[i].next_offset;
             rd_kafka_topic_partition_list_add(l, w->topics[w->parts[i].topic],
                                               w->parts[i].partition)
                 ->offset = w->parts[i].next_offset;
+        }
     if (l->cnt > 0)
         (void)rd_kafka_commit(w->rk, l, 1);
     rd_kafka_topic_partition_list_destroy(l);
@@ -385,6 +383,7 @@ static bp_err_t apply_premiums(worker_t *w)
         } else if (result == BP_PREMIUM_GRANTED) {
             w->stats.premiums++;
             bp_metrics_add(BP_M_PREMIUM_GRANTS, 1);
+            bp_relay_kick(w->relay); /* autoClaim grants of the levels already reached */
         }
     }
     return BP_OK;
@@ -438,7 +437,7 @@ static bp_err_t apply_batch(worker_t *w)
                          "\"levelUps\":%zu,\"ms\":%lld",
                          w->n_msgs, r.applied, r.duplicates, w->n_dlq, r.level_ups,
                          (long long)(mono_ms() - t0));
-            bp_metrics_batch(w->n_msgs, (double)(mono_ms() - t0) / 1000.0);
+            bp_metrics_batch(w->n_msgs, (double)(mono_ms() - t0) / 1000.0, r.commit_seconds);
             after_commit(w, &r);
             bp_batch_result_fini(&r);
             batch_reset(w);
@@ -500,7 +499,7 @@ static void on_assign(worker_t *w, rd_kafka_topic_partition_list_t *parts)
         rd_kafka_topic_partition_t *e =
             rd_kafka_topic_partition_list_find(parts, st[i].topic, st[i].partition);
         e->offset = st[i].next_offset >= 0 ? st[i].next_offset : RD_KAFKA_OFFSET_BEGINNING;
-        np[i] = (part_t){topic_of[i], st[i].partition, st[i].epoch, -1, -1};
+        np[i] = (part_t){topic_of[i], st[i].partition, st[i].epoch, -1, -1, st[i].next_offset};
         BP_LOG_INFO("partition assigned",
                     "\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"epoch\":%lld", st[i].topic,
                     (int)st[i].partition, (long long)st[i].next_offset, (long long)st[i].epoch);
@@ -553,7 +552,12 @@ static bp_err_t make_consumer(worker_t *w)
         {"auto.offset.reset", "earliest"},
         {"session.timeout.ms", session},
         {"enable.partition.eof", "false"},
-        {"queued.max.messages.kbytes", "32768"},
+        /* What librdkafka may hold prefetched: about 0.8 kB of memory per message, and
+         * librdkafka 2.0 resumes fetching a partition only about a second after this was
+         * exceeded, so the queue must hold a second of consumption. */
+        {"queued.min.messages", "40000"},
+        {"queued.max.messages.kbytes", "16384"},
+        {"fetch.max.bytes", "8388608"},
         {"fetch.wait.max.ms", "20"},
         /* After a broker outage, reconnect within a second instead of librdkafka's 10 s
          * ceiling: the worker resumes as soon as the cluster is back (a refused connect
@@ -622,13 +626,23 @@ static bp_err_t setup(worker_t *w)
     }
     w->xp_schema_id = ids[0];
     w->premium_schema_id = ids[1];
+    /* The DLQ producer; the relay has its own, so that waiting for the DLQ's deliveries
+     * never waits for the relay's and the reverse. */
     if (bp_producer_new(c->kafka_bootstrap, &w->prod, why, sizeof(why)) != BP_OK) {
         BP_LOG_ERROR("kafka producer", "\"error\":\"%s\"", why);
         return BP_EFATAL;
     }
-    bp_err_t err = bp_cache_new(c->redis_url, c->cache_ttl_s, &w->cache);
+    bp_err_t err = bp_cache_writer_start(c->redis_url, c->cache_ttl_s, CACHE_QUEUE, &w->cache);
     if (err != BP_OK)
         return err == BP_EINVAL ? BP_EFATAL : err;
+    bp_relay_config_t rc = {.pg_dsn = c->pg_dsn,
+                            .kafka_bootstrap = c->kafka_bootstrap,
+                            .schemas_dir = c->schemas_dir,
+                            .dlq_topic = c->dlq_topic,
+                            .limit = RELAY_LIMIT,
+                            .idle_ms = 1000};
+    if ((err = bp_relay_start(&rc, &w->relay)) != BP_OK)
+        return err;
     /* PostgreSQL may be down at start: wait for it, as after any outage. */
     int backoff = BACKOFF_MIN_MS;
     while ((err = bp_pg_connect(c->pg_dsn, &w->pg)) == BP_ERETRY && !*c->stop) {
@@ -647,9 +661,11 @@ static void teardown(worker_t *w)
         rd_kafka_consumer_close(w->rk); /* leaves the group; revocation runs on_revoke */
         rd_kafka_destroy(w->rk);
     }
+    /* After the last batch (revocation may apply one): its outbox rows and its progress. */
+    bp_relay_stop(w->relay);
+    bp_cache_writer_stop(w->cache);
     bp_producer_destroy(w->prod);
     bp_codec_destroy(w->codec);
-    bp_cache_destroy(w->cache);
     bp_pg_destroy(w->pg);
     free(w->evs);
     free(w->season_idx);
@@ -662,7 +678,13 @@ static void teardown(worker_t *w)
 
 /* ---- the loop ---- */
 
-/* Fill the batch until it is full, its time is up, or nothing arrives for a while. */
+/*
+ * Fill the batch until it is full, or the consumer has nothing more queued (an idle or
+ * lightly loaded consumer commits at once: no waiting for the batch to fill, the freshness
+ * of a lone event is the time to apply it), or batch_max_wait_ms after its first message
+ * while messages keep coming. Under load librdkafka's queue is never empty and batches fill
+ * up to batch_max_events.
+ */
 static bp_err_t collect(worker_t *w)
 {
     int64_t deadline = -1;
@@ -671,16 +693,15 @@ static bp_err_t collect(worker_t *w)
         if (w->n_msgs == 0)
             deadline = -1; /* a revocation may have emptied the batch */
         else if (deadline >= 0) {
-            int64_t left = deadline - mono_ms();
-            if (left <= 0)
+            if (deadline - mono_ms() <= 0)
                 break;
-            timeout = (int)left;
+            timeout = 0;
         }
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->rk, timeout);
         if (!m) {
             if (w->n_msgs == 0)
                 return BP_OK; /* idle: let the caller do housekeeping */
-            continue;
+            break;            /* nothing more queued: commit what we have */
         }
         if (m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -698,15 +719,24 @@ static bp_err_t collect(worker_t *w)
     return BP_OK;
 }
 
-static void relay(worker_t *w)
+/* Consumer lag per topic (bp_consumer_lag): high watermarks as librdkafka last saw them in
+ * fetch responses (no broker call), minus the next offsets stored in PostgreSQL. */
+static void update_lag(worker_t *w)
 {
-    size_t n;
-    do {
-        if (bp_relay_once(w->pg, w->codec, w->prod, w->cfg->dlq_topic, RELAY_LIMIT, &n) != BP_OK)
-            return; /* rows stay in the outbox; the next round sends them */
-        w->stats.relayed += n;
-        bp_metrics_add(BP_M_OUTBOX_RELAYED, n);
-    } while (n == RELAY_LIMIT && !*w->cfg->stop);
+    int64_t lag[T_COUNT] = {0};
+    for (size_t i = 0; i < w->n_parts; i++) {
+        const part_t *p = &w->parts[i];
+        int64_t lo = RD_KAFKA_OFFSET_INVALID, hi = RD_KAFKA_OFFSET_INVALID;
+        if (rd_kafka_get_watermark_offsets(w->rk, w->topics[p->topic], p->partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            continue;
+        int64_t from = p->applied >= 0 ? p->applied : (lo >= 0 ? lo : 0);
+        if (hi > from)
+            lag[p->topic] += hi - from;
+    }
+    for (int t = 0; t < T_COUNT; t++)
+        bp_metrics_consumer_lag(w->topics[t], lag[t]);
 }
 
 /* Close the seasons whose claim window has ended and that grant unclaimed rewards then. */
@@ -726,6 +756,8 @@ static void close_seasons(worker_t *w, const bp_season_list_t *snap)
             return; /* logged; tried again next round */
         w->stats.season_end_grants += granted;
         bp_metrics_add(BP_M_SEASON_END_GRANTS, granted);
+        if (granted > 0)
+            bp_relay_kick(w->relay); /* the grants' RewardGrant events */
         if (closed && w->n_closed < CLOSED_MAX)
             snprintf(w->closed[w->n_closed++], sizeof(w->closed[0]), "%s", s->id);
     }
@@ -736,11 +768,10 @@ static void log_stats(const worker_t *w)
     BP_LOG_INFO("worker stats",
                 "\"consumed\":%llu,\"applied\":%llu,\"duplicates\":%llu,\"unattributed\":%llu,"
                 "\"dlq\":%llu,\"levelUps\":%llu,\"autoGrants\":%llu,\"seasonEndGrants\":%llu,"
-                "\"premiums\":%llu,"
-                "\"relayed\":%llu,\"batches\":%llu",
+                "\"premiums\":%llu,\"batches\":%llu",
                 w->stats.consumed, w->stats.applied, w->stats.duplicates, w->stats.unattributed,
                 w->stats.dlq, w->stats.level_ups, w->stats.auto_grants, w->stats.season_end_grants,
-                w->stats.premiums, w->stats.relayed, w->stats.batches);
+                w->stats.premiums, w->stats.batches);
 }
 
 bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
@@ -751,7 +782,7 @@ bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
     if (err != BP_OK || *cfg->stop)
         goto out;
     BP_LOG_INFO("worker started", "\"topic\":\"%s\",\"group\":\"%s\"", cfg->xp_topic, cfg->group);
-    int64_t last_relay = 0, last_stats = mono_ms(), last_close = 0, last_catch_up = 0;
+    int64_t last_stats = mono_ms(), last_close = 0, last_lag = 0;
     while (!*cfg->stop) {
         if (bp_seasons_refresh(cfg->seasons, w.pg, now_ms(), 0) == BP_EFATAL) {
             err = BP_EFATAL;
@@ -759,7 +790,6 @@ bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
         }
         w.snap = bp_seasons_acquire(cfg->seasons);
         err = collect(&w);
-        unsigned long long level_ups = w.stats.level_ups;
         if (err == BP_OK && w.n_msgs > 0)
             err = apply_batch(&w);
         if (err == BP_ERETRY) {
@@ -777,34 +807,21 @@ bp_err_t bp_worker_run(const bp_worker_config_t *cfg)
         w.snap = NULL;
         if (err != BP_OK)
             break;
-        /* Relay right after level-ups, and every second for rows left by others or crashes. */
-        if (w.stats.level_ups != level_ups || mono_ms() - last_relay >= 1000) {
-            relay(&w);
-            last_relay = mono_ms();
-        }
         if (mono_ms() - last_close >= SEASON_END_EVERY_MS) {
             const bp_season_list_t *snap = bp_seasons_acquire(cfg->seasons);
             close_seasons(&w, snap);
             bp_seasons_release(cfg->seasons, snap);
             last_close = mono_ms();
-            relay(&w); /* the grants' RewardGrant events */
         }
-        /* Progress the cache missed is written again by the cache client before any other
-         * write; when no batch comes, this gets it there anyway. */
-        if (w.cache && bp_cache_behind(w.cache) && mono_ms() - last_catch_up >= 1000) {
-            if (bp_cache_catch_up(w.cache) == BP_OK && w.cache_down) {
-                BP_LOG_INFO("redis available again", NULL);
-                w.cache_down = false;
-            }
-            last_catch_up = mono_ms();
+        if (mono_ms() - last_lag >= LAG_EVERY_MS) {
+            update_lag(&w);
+            last_lag = mono_ms();
         }
         if (mono_ms() - last_stats >= STATS_EVERY_MS) {
             log_stats(&w);
             last_stats = mono_ms();
         }
     }
-    if (err == BP_OK && w.pg)
-        relay(&w);
 out:
     if (err != BP_OK)
         BP_LOG_ERROR("worker stopping on error", "\"error\":\"%s\"", bp_err_str(err));

@@ -46,6 +46,10 @@ bp_err_t bp_producer_new(const char *bootstrap, bp_producer_t **out, char *why, 
         {"linger.ms", "5"},
         {"message.timeout.ms", "30000"},
         {"compression.type", "lz4"},
+        /* After a broker outage, reconnect within a second instead of librdkafka's 10 s
+         * ceiling, as the consumer does: queued level-ups and DLQ messages go out as soon as
+         * the cluster is back. */
+        {"reconnect.backoff.max.ms", "1000"},
     };
     bp_producer_t *p = calloc(1, sizeof(*p));
     if (!p)
