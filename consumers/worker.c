@@ -76,6 +76,7 @@ typedef struct {
 
     part_t *parts;
     size_t n_parts;
+    bool assigned; /* a first assignment happened (the lag means something from then on) */
 
     /* the batch being built */
     const bp_season_list_t *snap;
@@ -507,6 +508,7 @@ static void on_assign(worker_t *w, rd_kafka_topic_partition_list_t *parts)
     free(w->parts);
     w->parts = np;
     w->n_parts = k;
+    w->assigned = true;
     free(st);
     free(topic_of);
     rd_kafka_assign(w->rk, parts);
@@ -720,23 +722,34 @@ static bp_err_t collect(worker_t *w)
 }
 
 /* Consumer lag per topic (bp_consumer_lag): high watermarks as librdkafka last saw them in
- * fetch responses (no broker call), minus the next offsets stored in PostgreSQL. */
+ * fetch responses (no broker call), minus the next offsets stored in PostgreSQL. A topic
+ * with a partition whose high watermark is not known yet (just assigned, nothing fetched)
+ * keeps its previous value: 0 would claim a backlog is gone before it is even seen; so does
+ * a worker that has not joined its group yet. */
 static void update_lag(worker_t *w)
 {
+    if (!w->assigned)
+        return;
     int64_t lag[T_COUNT] = {0};
+    bool known[T_COUNT];
+    for (int t = 0; t < T_COUNT; t++)
+        known[t] = true;
     for (size_t i = 0; i < w->n_parts; i++) {
         const part_t *p = &w->parts[i];
         int64_t lo = RD_KAFKA_OFFSET_INVALID, hi = RD_KAFKA_OFFSET_INVALID;
         if (rd_kafka_get_watermark_offsets(w->rk, w->topics[p->topic], p->partition, &lo, &hi) !=
                 RD_KAFKA_RESP_ERR_NO_ERROR ||
-            hi < 0)
+            hi < 0) {
+            known[p->topic] = false;
             continue;
+        }
         int64_t from = p->applied >= 0 ? p->applied : (lo >= 0 ? lo : 0);
         if (hi > from)
             lag[p->topic] += hi - from;
     }
     for (int t = 0; t < T_COUNT; t++)
-        bp_metrics_consumer_lag(w->topics[t], lag[t]);
+        if (known[t])
+            bp_metrics_consumer_lag(w->topics[t], lag[t]);
 }
 
 /* Close the seasons whose claim window has ended and that grant unclaimed rewards then. */
