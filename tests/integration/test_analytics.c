@@ -220,7 +220,10 @@ static void produce(it_producer_t *pr, int player, const char *season_id, int n,
     memset(&ev, 0, sizeof(ev));
     snprintf(ev.event_id, sizeof(ev.event_id), "%se%02d-%s-%d", prefix, player,
              season_id[0] ? "past" : "main", n);
-    snprintf(ev.player_id, sizeof(ev.player_id), "%s", players[player].id);
+    /* Checked: an id that did not fit would be another player's. */
+    assert_true(player >= 0 && player < N_ALL);
+    int len = snprintf(ev.player_id, sizeof(ev.player_id), "%s", players[player].id);
+    assert_true(len > 0 && (size_t)len < sizeof(ev.player_id));
     snprintf(ev.season_id, sizeof(ev.season_id), "%s", season_id);
     snprintf(ev.reason, sizeof(ev.reason), "match_complete");
     ev.amount = amount;

@@ -162,7 +162,9 @@ static void feed_xp(const char *player, const int32_t *amounts, size_t n, size_t
     for (size_t i = 0; i < n; i++) {
         bp_xp_event_t ev;
         char id[BP_ID_MAX + 1];
-        snprintf(id, sizeof(id), "%s-ev-%zu", player, already + i);
+        /* Checked: a truncated id could repeat an earlier one (and not be applied). */
+        int len = snprintf(id, sizeof(id), "%s-ev-%zu", player, already + i);
+        assert_true(len > 0 && (size_t)len < sizeof(id));
         make_event(&ev, player, id, amounts[i], t0 + (int64_t)i);
         it_produce_xp(p, &ev);
     }
