@@ -179,6 +179,44 @@ bool bp_http_req_query_nums(bp_http_req_t *req, const bp_query_num_t *params, si
     return true;
 }
 
+bool bp_http_req_page_query(bp_http_req_t *req, long long limit_max, long long limit_default,
+                            bp_http_page_query_t *out)
+{
+    char limit_problem[64];
+    snprintf(limit_problem, sizeof(limit_problem), "limit must be an integer from 1 to %lld",
+             limit_max);
+    const bp_query_num_t params[2] = {
+        {"limit", 1, limit_max, limit_default, false, limit_problem},
+        {"cursor", 1, INT64_MAX, 0, true, "cursor must be a nextCursor of an earlier page"},
+    };
+    long long nums[2];
+    if (!bp_http_req_query_nums(req, params, 2, nums))
+        return false;
+    out->limit = (size_t)nums[0];
+    out->cursor = (int64_t)nums[1];
+    return true;
+}
+
+void bp_http_reply_page(bp_http_req_t *req, const void *items, size_t n, size_t item_size,
+                        bp_http_item_json_fn item_json, int64_t next_cursor)
+{
+    char cursor[24];
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        if (json_array_append_new(arr, item_json((const char *)items + i * item_size)) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    if (next_cursor > 0)
+        snprintf(cursor, sizeof(cursor), "%lld", (long long)next_cursor);
+    json_t *obj =
+        arr ? json_pack("{s:o, s:s?}", "items", arr, "nextCursor", next_cursor > 0 ? cursor : NULL)
+            : NULL;
+    bp_http_reply_json(req, 200, obj);
+    req->resp.cache_control = "no-store";
+}
+
 void bp_http_reply_store_error(bp_http_req_t *req, bp_err_t err, const char *what)
 {
     char detail[160];

@@ -150,6 +150,33 @@ bool bp_http_req_body(bp_http_req_t *req, bp_body_kind_t kind, json_t **root, vo
 bool bp_http_req_query_nums(bp_http_req_t *req, const bp_query_num_t *params, size_t n,
                             long long *out);
 
+/** The query of a list read in pages, newest first (GET /audit, GET /progress/{id}/history). */
+typedef struct {
+    size_t limit;   /**< 1..the list's maximum */
+    int64_t cursor; /**< 0: the first page; else the nextCursor of an earlier page */
+} bp_http_page_query_t;
+
+/**
+ * Read `limit` (1..@p limit_max, @p limit_default when absent) and `cursor` (a nextCursor;
+ * absent or empty: the first page) into @p out.
+ * @return true, or false after replying 400 `invalid-parameter` ("limit must be an integer
+ *         from 1 to <limit_max>", "cursor must be a nextCursor of an earlier page").
+ */
+bool bp_http_req_page_query(bp_http_req_t *req, long long limit_max, long long limit_default,
+                            bp_http_page_query_t *out);
+
+/** One item of a page as JSON (a new reference), or NULL when out of memory. */
+typedef json_t *(*bp_http_item_json_fn)(const void *item);
+
+/**
+ * Respond 200 (Cache-Control: no-store) with one page: {"items": [...], "nextCursor": "N"},
+ * each of the @p n items of @p item_size bytes at @p items rendered by @p item_json;
+ * nextCursor (a decimal string) only when @p next_cursor > 0. Out of memory: a bare 500.
+ * @p items stays the caller's.
+ */
+void bp_http_reply_page(bp_http_req_t *req, const void *items, size_t n, size_t item_size,
+                        bp_http_item_json_fn item_json, int64_t next_cursor);
+
 /**
  * Answer later, from another thread: the server suspends the connection (no socket work,
  * no timeout) and the handler returns at once without a response. Then whoever holds @p req

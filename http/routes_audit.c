@@ -19,27 +19,15 @@
 /** Page size when the request names none. */
 #define AUDIT_LIMIT_DEFAULT 50
 
-#define STR_(x) #x
-#define STR(x) STR_(x)
-
-/** Numeric query parameters. */
-enum { P_LIMIT, P_CURSOR, P_COUNT };
-static const bp_query_num_t NUM_PARAMS[P_COUNT] = {
-    [P_LIMIT] = {"limit", 1, BP_AUDIT_LIMIT_MAX, AUDIT_LIMIT_DEFAULT, false,
-                 "limit must be an integer from 1 to " STR(BP_AUDIT_LIMIT_MAX)},
-    [P_CURSOR] = {"cursor", 1, INT64_MAX, 0, true,
-                  "cursor must be a nextCursor of an earlier page"},
-};
-
 /** Id query parameters (filters); absent means no filter. */
 enum { F_PLAYER, F_SEASON, F_COUNT };
 static const char *const FILTERS[F_COUNT] = {[F_PLAYER] = "playerId", [F_SEASON] = "seasonId"};
 
 /** Read and check the query. @return false after replying 400. */
-static bool audit_query(bp_http_req_t *req, long long nums[P_COUNT], const char *ids[F_COUNT])
+static bool audit_query(bp_http_req_t *req, bp_http_page_query_t *page, const char *ids[F_COUNT])
 {
     char detail[128];
-    if (!bp_http_req_query_nums(req, NUM_PARAMS, P_COUNT, nums))
+    if (!bp_http_req_page_query(req, BP_AUDIT_LIMIT_MAX, AUDIT_LIMIT_DEFAULT, page))
         return false;
     for (int i = 0; i < F_COUNT; i++) {
         ids[i] = bp_http_req_query(req, FILTERS[i]);
@@ -59,9 +47,11 @@ static const char *opt(const char *s)
     return *s ? s : NULL;
 }
 
-/** @return the row as JSON (absent columns as null), NULL when out of memory. */
-static json_t *row_json(const bp_audit_row_t *r)
+/** @return the row (a bp_audit_row_t) as JSON (absent columns as null), NULL when out of
+ *  memory. */
+static json_t *row_json(const void *item)
 {
+    const bp_audit_row_t *r = item;
     char at[32];
     bp_time_format(r->at_ms, at, sizeof(at));
     json_t *detail = json_loads(r->detail_json, 0, NULL);
@@ -75,36 +65,21 @@ static json_t *row_json(const bp_audit_row_t *r)
 
 static void get_audit(bp_http_req_t *req)
 {
-    long long nums[P_COUNT];
+    bp_http_page_query_t q;
     const char *ids[F_COUNT];
     bp_audit_page_t page = {NULL, 0, 0};
     bp_pg_t *pg = NULL;
-    char cursor[24];
 
-    if (!audit_query(req, nums, ids))
+    if (!audit_query(req, &q, ids))
         return;
     bp_err_t err = bp_http_req_pg(req, &pg);
     if (err == BP_OK)
-        err = bp_analytics_audit(pg, ids[F_PLAYER], ids[F_SEASON], (int64_t)nums[P_CURSOR],
-                                 (size_t)nums[P_LIMIT], &page);
+        err = bp_analytics_audit(pg, ids[F_PLAYER], ids[F_SEASON], q.cursor, q.limit, &page);
     if (err != BP_OK) {
         bp_http_reply_store_error(req, err, "read the audit log");
         return;
     }
-    json_t *items = json_array();
-    for (size_t i = 0; items && i < page.n; i++) {
-        if (json_array_append_new(items, row_json(&page.items[i])) != 0) {
-            json_decref(items);
-            items = NULL;
-        }
-    }
-    if (page.next_cursor > 0)
-        snprintf(cursor, sizeof(cursor), "%lld", (long long)page.next_cursor);
-    json_t *obj = items ? json_pack("{s:o, s:s?}", "items", items, "nextCursor",
-                                    page.next_cursor > 0 ? cursor : NULL)
-                        : NULL;
-    bp_http_reply_json(req, 200, obj);
-    req->resp.cache_control = "no-store";
+    bp_http_reply_page(req, page.items, page.n, sizeof(page.items[0]), row_json, page.next_cursor);
     bp_audit_page_fini(&page);
 }
 

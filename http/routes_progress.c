@@ -40,9 +40,6 @@
 /** History page size when the request names none. */
 #define HISTORY_LIMIT_DEFAULT 20
 
-#define STR_(x) #x
-#define STR(x) STR_(x)
-
 /* ---- reading and rendering progress ---- */
 
 /** Read the row: cache first, PostgreSQL on a miss (filling the cache) or when Redis is
@@ -483,18 +480,10 @@ out:
 
 /* ---- GET /progress/{playerId}/history ---- */
 
-/** Numeric query parameters of the history. */
-enum { P_LIMIT, P_CURSOR, P_COUNT };
-static const bp_query_num_t HISTORY_PARAMS[P_COUNT] = {
-    [P_LIMIT] = {"limit", 1, BP_HISTORY_LIMIT_MAX, HISTORY_LIMIT_DEFAULT, false,
-                 "limit must be an integer from 1 to " STR(BP_HISTORY_LIMIT_MAX)},
-    [P_CURSOR] = {"cursor", 1, INT64_MAX, 0, true,
-                  "cursor must be a nextCursor of an earlier page"},
-};
-
-/** @return the item as JSON, NULL when out of memory. */
-static json_t *history_item_json(const bp_history_item_t *it)
+/** @return the item (a bp_history_item_t) as JSON, NULL when out of memory. */
+static json_t *history_item_json(const void *item)
 {
+    const bp_history_item_t *it = item;
     char occurred[32], processed[32];
     bp_time_format(it->occurred_at_ms, occurred, sizeof(occurred));
     bp_time_format(it->processed_at_ms, processed, sizeof(processed));
@@ -513,13 +502,11 @@ static json_t *history_item_json(const bp_history_item_t *it)
 static void get_history(bp_http_req_t *req)
 {
     const char *player_id = bp_http_req_param(req, "playerId");
-    long long nums[P_COUNT];
+    bp_http_page_query_t q;
     bp_history_t h = {NULL, 0, 0};
     bp_pg_t *pg = NULL;
-    json_t *items = NULL;
-    char cursor[24];
 
-    if (!bp_http_req_query_nums(req, HISTORY_PARAMS, P_COUNT, nums))
+    if (!bp_http_req_page_query(req, BP_HISTORY_LIMIT_MAX, HISTORY_LIMIT_DEFAULT, &q))
         return;
     const char *season_id = bp_http_req_query(req, "seasonId");
     if (season_id && !bp_id_valid(season_id, strlen(season_id))) {
@@ -532,26 +519,12 @@ static void get_history(bp_http_req_t *req)
 
     bp_err_t err = bp_http_req_pg(req, &pg);
     if (err == BP_OK)
-        err = bp_pg_history(pg, player_id, season_id, (int64_t)nums[P_CURSOR],
-                            (size_t)nums[P_LIMIT], &h);
+        err = bp_pg_history(pg, player_id, season_id, q.cursor, q.limit, &h);
     if (err != BP_OK) {
         bp_http_reply_store_error(req, err, "read the history");
         return;
     }
-    items = json_array();
-    for (size_t i = 0; items && i < h.n; i++) {
-        if (json_array_append_new(items, history_item_json(&h.items[i])) != 0) {
-            json_decref(items);
-            items = NULL;
-        }
-    }
-    if (h.next_seq > 0)
-        snprintf(cursor, sizeof(cursor), "%lld", (long long)h.next_seq);
-    json_t *obj = items ? json_pack("{s:o, s:s?}", "items", items, "nextCursor",
-                                    h.next_seq > 0 ? cursor : NULL)
-                        : NULL;
-    bp_http_reply_json(req, 200, obj);
-    req->resp.cache_control = "no-store";
+    bp_http_reply_page(req, h.items, h.n, sizeof(h.items[0]), history_item_json, h.next_seq);
     bp_history_fini(&h);
 }
 

@@ -466,18 +466,15 @@ bp_err_t bp_analytics_audit(bp_pg_t *pg, const char *player_id, const char *seas
                             int64_t before_id, size_t limit, bp_audit_page_t *out)
 {
     PGresult *res = NULL;
-    char before[24], lim[24];
+    bp_pg_page_t page;
     bp_err_t err;
 
     memset(out, 0, sizeof(*out));
-    if (limit < 1 || limit > BP_AUDIT_LIMIT_MAX || before_id < 0)
-        return BP_EINVAL;
-    if ((err = bp_pg_ensure(pg)) != BP_OK)
+    if ((err = bp_pg_page_begin(pg, before_id, INT64_MAX, limit, BP_AUDIT_LIMIT_MAX, &page)) !=
+        BP_OK)
         return err;
-    snprintf(before, sizeof(before), "%lld", before_id > 0 ? (long long)before_id : INT64_MAX);
-    snprintf(lim, sizeof(lim), "%zu", limit + 1); /* one more tells whether a page follows */
     /* The filters given become $3 (and $4), in this order; the statement fits them. */
-    const char *params[4] = {before, lim, NULL, NULL};
+    const char *params[4] = {page.before, page.limit, NULL, NULL};
     int n_params = 2;
     if (player_id)
         params[n_params++] = player_id;
@@ -486,13 +483,11 @@ bp_err_t bp_analytics_audit(bp_pg_t *pg, const char *player_id, const char *seas
     int st = ST_AUDIT + (player_id ? 1 : 0) + (season_id ? 2 : 0);
     if (!(res = bp_pg_exec_stmt(pg, &statements[st], n_params, params, PGRES_TUPLES_OK, &err)))
         goto out;
-    size_t n = (size_t)PQntuples(res);
-    size_t take = n > limit ? limit : n;
-    if (take > 0 && !(out->items = calloc(take, sizeof(*out->items)))) {
-        err = BP_ENOMEM;
+    void *rows;
+    if ((err = bp_pg_page_rows(&page, (size_t)PQntuples(res), sizeof(*out->items), &rows)) != BP_OK)
         goto out;
-    }
-    for (size_t i = 0; i < take; i++) {
+    out->items = rows;
+    for (size_t i = 0; i < page.take; i++) {
         bp_audit_row_t *it = &out->items[i];
         int r = (int)i;
         out->n++;
@@ -511,7 +506,7 @@ bp_err_t bp_analytics_audit(bp_pg_t *pg, const char *player_id, const char *seas
             goto out;
         }
     }
-    out->next_cursor = n > limit ? out->items[take - 1].id : 0;
+    out->next_cursor = page.more ? out->items[page.take - 1].id : 0;
 out:
     PQclear(res);
     if (err != BP_OK)

@@ -157,6 +157,32 @@ bool bp_pg_ping(bp_pg_t *pg)
     return ok;
 }
 
+bp_err_t bp_pg_page_begin(bp_pg_t *pg, int64_t before, int64_t first, size_t limit,
+                          size_t limit_max, bp_pg_page_t *out)
+{
+    if (limit < 1 || limit > limit_max || before < 0)
+        return BP_EINVAL;
+    bp_err_t err = bp_pg_ensure(pg);
+    if (err != BP_OK)
+        return err;
+    snprintf(out->before, sizeof(out->before), "%lld", (long long)(before > 0 ? before : first));
+    snprintf(out->limit, sizeof(out->limit), "%zu", limit + 1);
+    out->size = limit;
+    return BP_OK;
+}
+
+bp_err_t bp_pg_page_rows(bp_pg_page_t *page, size_t n_rows, size_t item_size, void **items)
+{
+    page->more = n_rows > page->size;
+    page->take = page->more ? page->size : n_rows;
+    *items = NULL;
+    if (page->take > 0 && !(*items = calloc(page->take, item_size))) {
+        page->take = 0;
+        return BP_ENOMEM;
+    }
+    return BP_OK;
+}
+
 bp_err_t bp_pg_exec_cmd(bp_pg_t *pg, const char *sql)
 {
     /* PQexec, not PQexecParams: a migration file holds several statements. */

@@ -27,6 +27,36 @@ bp_err_t bp_pg_ensure(bp_pg_t *pg) BP_MUSTCHECK;
 /** @return true when a trivial query succeeds (used by /ready). */
 bool bp_pg_ping(bp_pg_t *pg);
 
+/** The text parameters of one page of a list read newest first below a cursor (keyset
+ *  pagination: store/analytics.c audit, store/progress.c history). */
+typedef struct {
+    char before[24]; /**< the cursor, or the caller's stand-in when there is none */
+    char limit[24];  /**< limit + 1: the extra row tells whether another page follows */
+    size_t size;     /**< the limit itself: rows a page holds at most */
+    size_t take;     /**< rows kept (bp_pg_page_rows) */
+    bool more;       /**< another page follows (bp_pg_page_rows) */
+} bp_pg_page_t;
+
+/**
+ * Start reading one page: check @p limit (1..@p limit_max) and the cursor @p before (0: the
+ * first page, else > 0), make sure the connection is up, and format the parameters into
+ * @p out (@p before as text, or @p first when @p before is 0).
+ * @return BP_OK; BP_EINVAL when the limit or the cursor is out of range (nothing else
+ *         done); BP_ERETRY when the database is unreachable.
+ */
+bp_err_t bp_pg_page_begin(bp_pg_t *pg, int64_t before, int64_t first, size_t limit,
+                          size_t limit_max, bp_pg_page_t *out) BP_MUSTCHECK;
+
+/**
+ * Keep the rows of a page from the @p n_rows its read returned (it asked for one more than
+ * @p page holds): *items becomes a zeroed array of the kept rows, @p item_size bytes each
+ * (the caller frees it; NULL when none is kept), page->take their number and page->more
+ * whether another page follows.
+ * @return BP_OK, or BP_ENOMEM (*items NULL, page->take 0).
+ */
+bp_err_t bp_pg_page_rows(bp_pg_page_t *page, size_t n_rows, size_t item_size,
+                         void **items) BP_MUSTCHECK;
+
 /**
  * Apply every migration in @p sql_dir (files NNN_name.sql, in order) not yet recorded in
  * schema_migrations, each in its own transaction, logging each one applied.

@@ -329,26 +329,22 @@ bp_err_t bp_pg_history(bp_pg_t *pg, const char *player_id, const char *season_id
                        int64_t before_seq, size_t limit, bp_history_t *out)
 {
     PGresult *res = NULL;
-    char before[24], lim[24];
+    bp_pg_page_t page;
     bp_err_t err;
 
     memset(out, 0, sizeof(*out));
-    if (limit < 1 || limit > BP_HISTORY_LIMIT_MAX || before_seq < 0)
-        return BP_EINVAL;
-    if ((err = bp_pg_ensure(pg)) != BP_OK)
+    if ((err = bp_pg_page_begin(pg, before_seq, 0, limit, BP_HISTORY_LIMIT_MAX, &page)) != BP_OK)
         return err;
-    snprintf(before, sizeof(before), "%lld", (long long)before_seq);
-    snprintf(lim, sizeof(lim), "%zu", limit + 1);
-    const char *params[4] = {player_id, season_id, before_seq > 0 ? before : NULL, lim};
+    /* No cursor: $3 is NULL (the statement then starts at the newest). */
+    const char *params[4] = {player_id, season_id, before_seq > 0 ? page.before : NULL, page.limit};
     if (!(res = bp_pg_exec_params(pg, "history", sql_history, 4, params, PGRES_TUPLES_OK, &err)))
         goto out;
-    size_t n = (size_t)PQntuples(res);
-    size_t take = n > limit ? limit : n;
-    if (take > 0 && !(out->items = calloc(take, sizeof(*out->items)))) {
-        err = BP_ENOMEM;
+    void *rows;
+    if ((err = bp_pg_page_rows(&page, (size_t)PQntuples(res), sizeof(*out->items), &rows)) != BP_OK)
         goto out;
-    }
-    for (size_t i = 0; i < take; i++) {
+    out->items = rows;
+    out->n = page.take;
+    for (size_t i = 0; i < page.take; i++) {
         bp_history_item_t *it = &out->items[i];
         int r = (int)i;
         it->seq = (int64_t)atoll(PQgetvalue(res, r, 0));
@@ -361,8 +357,7 @@ bp_err_t bp_pg_history(bp_pg_t *pg, const char *player_id, const char *season_id
         it->occurred_at_ms = (int64_t)atoll(PQgetvalue(res, r, 7));
         it->processed_at_ms = (int64_t)atoll(PQgetvalue(res, r, 8));
     }
-    out->n = take;
-    out->next_seq = n > limit ? out->items[take - 1].seq : 0;
+    out->next_seq = page.more ? out->items[page.take - 1].seq : 0;
 out:
     PQclear(res);
     if (err != BP_OK)
