@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "app/log.h"
+#include "app/metrics.h"
 #include "core/reward.h"
 #include "core/timefmt.h"
 #include "http/auth.h"
@@ -120,11 +121,14 @@ static void get_rewards(bp_http_req_t *req)
     req->resp.cache_control = "no-store";
 }
 
-/** Answer a claim: the store's error, the refusal, or 200 with the grants. */
+/** Answer a claim: the store's error, the refusal, or 200 with the grants. Every claim
+ *  decided is counted by its verdict (bp_claims_total); a store error decided nothing. */
 static void reply_claim(bp_http_req_t *req, const bp_season_t *s, const char *player_id,
                         int32_t level, bp_tier_t tier, bp_err_t err, bp_claim_verdict_t v,
                         const bp_grants_t *g)
 {
+    if (err == BP_OK)
+        bp_metrics_claim(v);
     if (err != BP_OK)
         bp_http_reply_store_error(req, err, "claim the reward");
     else if (v != BP_CLAIM_OK)
@@ -281,6 +285,7 @@ static void post_claim(bp_http_req_t *req)
     if (!s)
         return;
     if (bp_rewards_at(s, b.level, b.tier, NULL, 0) == 0) { /* bp_pg_claim: no database */
+        bp_metrics_claim(BP_CLAIM_NO_SUCH_REWARD);
         reply_verdict(req, BP_CLAIM_NO_SUCH_REWARD, b.level, b.tier);
         return;
     }
@@ -299,6 +304,11 @@ static void post_claim(bp_http_req_t *req)
     claim_now(req, s, player_id, b.level, b.tier);
 }
 
+/**
+ * Claim every available reward. Counted in bp_claims_total once per reward decided: each
+ * reward granted as granted; a refusal of the whole claim (claims closed) once, as its
+ * verdict; nothing when nothing was available (no reward was decided) or on a store error.
+ */
 static void post_claim_all(bp_http_req_t *req)
 {
     const char *player_id = bp_http_req_param(req, "playerId");
@@ -312,6 +322,10 @@ static void post_claim_all(bp_http_req_t *req)
     if (err == BP_OK)
         err = bp_pg_claim_all(pg, s, player_id, req->principal->sub, req->env->cfg->rewards_topic,
                               req->now_ms, &v, &g);
+    if (err == BP_OK && v != BP_CLAIM_OK)
+        bp_metrics_claim(v);
+    for (size_t i = 0; err == BP_OK && v == BP_CLAIM_OK && i < g.n; i++)
+        bp_metrics_claim(BP_CLAIM_OK);
     if (err != BP_OK)
         bp_http_reply_store_error(req, err, "claim the rewards");
     else if (v != BP_CLAIM_OK)

@@ -1,7 +1,8 @@
 /** @file The worker's metrics on real services: consumer lag per input topic (up while a
  *  backlog is applied, 0 once it is), batch and commit histograms, the outbox backlog gauge
- *  (rows held while every broker is down, 0 once they are relayed), the claims counter's
- *  series, and the whole of GET /metrics accepted by promtool. */
+ *  (rows held while every broker is down, 0 once they are relayed), the claims counter
+ *  (claims through HTTP with each verdict, counted by result), and the whole of GET /metrics
+ *  accepted by promtool. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,7 +34,8 @@ static int group_setup(void **state)
     if (!it_env_load(&env, "ingest_metrics", HTTP_PORT))
         return getenv("BP_REQUIRE_SERVICES") ? -1 : 0;
     if (!it_season_write(&env, "ingest-metrics-season.json", "im", -2000, 30LL * 24 * 3600 * 1000,
-                         "{\"autoClaim\":false,\"xpBoosts\":[],\"dailyXpCap\":null}") ||
+                         "{\"autoClaim\":false,\"xpBoosts\":[],\"dailyXpCap\":null,"
+                         "\"grantUnclaimedAtEnd\":false}") ||
         !it_db_prepare(&env, NULL) || !it_season_import(&env, "ingest-metrics-season.json", false))
         return -1;
     snprintf(group, sizeof(group), "it-ingest-metrics-%d", (int)getpid());
@@ -209,6 +211,108 @@ static void test_outbox_backlog(void **state)
     assert_int_equal(it_sql_int(&env, sql), 0);
 }
 
+/* POST @p path with @p json as the claims service. @return the HTTP status. */
+static int claim_call(const char *path, const char *json)
+{
+    static char out[1 << 14];
+    char *token = it_jwt(env.secret, "economy-service", "service", 600);
+    int status = it_http(HTTP_PORT, "POST", path, token, NULL, json, out, sizeof(out), NULL, 0);
+    free(token);
+    return status;
+}
+
+static int claim_one(const char *player, int level, const char *tier)
+{
+    char path[128], json[96];
+    snprintf(path, sizeof(path), "/rewards/%s/claim", player);
+    snprintf(json, sizeof(json), "{\"level\":%d,\"tier\":\"%s\"}", level, tier);
+    return claim_call(path, json);
+}
+
+static int claim_all(const char *player)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/rewards/%s/claim-all", player);
+    return claim_call(path, NULL);
+}
+
+/* The claims counter by result, in the order of the test below. */
+static const char *const CLAIM_SERIES[] = {
+    "bp_claims_total{result=\"granted\"}",          "bp_claims_total{result=\"already_claimed\"}",
+    "bp_claims_total{result=\"premium_required\"}", "bp_claims_total{result=\"level_not_reached\"}",
+    "bp_claims_total{result=\"no_such_reward\"}",   "bp_claims_total{result=\"claims_closed\"}",
+};
+#define N_CLAIM_SERIES (sizeof(CLAIM_SERIES) / sizeof(CLAIM_SERIES[0]))
+
+static void claim_counts(long long *out)
+{
+    assert_true(scrape());
+    for (size_t i = 0; i < N_CLAIM_SERIES; i++)
+        assert_true((out[i] = sample(CLAIM_SERIES[i])) >= 0);
+}
+
+/* Claims through HTTP with every verdict, each counted once by its result: claim-all once
+ * per reward it grants (and not at all when nothing is available), a refusal once. Last
+ * but one, since it ends the season (with no claim window, so that claims are closed). */
+static void test_claims(void **state)
+{
+    (void)state;
+    NEED_SERVICES();
+    assert_true(daemon_pid > 0);
+    char player[64], sql[512];
+    snprintf(player, sizeof(player), "%sclaimer", prefix);
+    /* Level 3 (2050 XP), no premium: the sample season's rewards are free and premium at
+     * levels 1, 2 and 4, free only at 3. */
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO player_progress (player_id, season_id, total_xp, earned_xp, level)"
+             " VALUES ('%s', 'im', 2100, 2100, 3) RETURNING 1",
+             player);
+    assert_int_equal(it_sql_int(&env, sql), 1);
+
+    long long before[N_CLAIM_SERIES], after[N_CLAIM_SERIES];
+    claim_counts(before);
+    assert_int_equal(claim_one(player, 1, "free"), 200);
+    assert_int_equal(claim_one(player, 1, "free"), 409);    /* already claimed */
+    assert_int_equal(claim_one(player, 2, "premium"), 403); /* premium required */
+    assert_int_equal(claim_one(player, 4, "free"), 422);    /* level not reached */
+    assert_int_equal(claim_one(player, 3, "premium"), 404); /* no such reward */
+    assert_int_equal(claim_all(player), 200);               /* levels 2 and 3, free */
+    assert_int_equal(claim_all(player), 200);               /* nothing left: not counted */
+    claim_counts(after);
+
+    /* End the season now with no claim window, and wait until the daemon sees it. */
+    snprintf(sql, sizeof(sql),
+             "WITH u AS (UPDATE seasons SET ends_at = now(), definition = jsonb_set(jsonb_set("
+             "definition, '{endsAt}', to_jsonb(to_char(now() AT TIME ZONE 'UTC',"
+             " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))), '{claimWindowHours}', to_jsonb(0))"
+             " WHERE id = 'im' RETURNING 1) SELECT count(*) FROM u");
+    assert_int_equal(it_sql_int(&env, sql), 1);
+    char *token = it_jwt(env.secret, "economy-service", "service", 600);
+    bool ended = false;
+    for (int waited = 0; waited < 15000 && !ended; waited += 200) {
+        ended = it_http_get(HTTP_PORT, "/seasons/im", token, body, sizeof(body)) == 200 &&
+                strstr(body, "\"status\":\"ended\"") && strstr(body, "\"claimWindowHours\":0");
+        if (!ended)
+            it_sleep_ms(200);
+    }
+    free(token);
+    assert_true(ended);
+    assert_int_equal(claim_one(player, 4, "premium"), 409); /* claims closed */
+    assert_int_equal(claim_all(player), 409);
+    long long closed[N_CLAIM_SERIES];
+    claim_counts(closed);
+
+    /* Granted: 1, then 2 by claim-all; one of each refusal; none closed yet. */
+    static const long long want[N_CLAIM_SERIES] = {3, 1, 1, 1, 1, 0};
+    for (size_t i = 0; i < N_CLAIM_SERIES; i++) {
+        printf("%s: +%lld\n", CLAIM_SERIES[i], after[i] - before[i]);
+        assert_int_equal(after[i] - before[i], want[i]);
+    }
+    /* Once the season is over: two refusals, claims closed (the claim and the claim-all). */
+    for (size_t i = 0; i < N_CLAIM_SERIES; i++)
+        assert_int_equal(closed[i] - after[i], i == 5 ? 2 : 0);
+}
+
 /* Every series the worker adds is there, and promtool accepts the whole page. */
 static void test_exposition(void **state)
 {
@@ -248,6 +352,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lag),
         cmocka_unit_test(test_outbox_backlog),
+        cmocka_unit_test(test_claims),
         cmocka_unit_test(test_exposition),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
