@@ -1,6 +1,7 @@
-/** @file The real-time fan-out hub: one Redis subscriber thread per process, a
- *  mutex-protected map playerId → streams with bounded queues, and the libmicrohttpd
- *  content reader that suspends a stream's connection while it has nothing to send. */
+/** @file The real-time fan-out hub: one Redis subscriber thread per process subscribed to
+ *  the channels of the players streamed here, a mutex-protected map playerId → streams with
+ *  bounded queues, and the libmicrohttpd content reader that suspends a stream's connection
+ *  while it has nothing to send. */
 #include "http/stream.h"
 
 #include <errno.h>
@@ -34,8 +35,34 @@
 #define SWEEP_MS 1000
 /** bp_stream_hub_shutdown() waits this long for resumed streams to end. */
 #define STOP_WAIT_MS 1000
-#define PATTERN "bp:progress:*"
 #define CHANNEL_PREFIX "bp:progress:"
+#define PREFIX_LEN (sizeof(CHANNEL_PREFIX) - 1)
+/** Most channels named by one SUBSCRIBE or UNSUBSCRIBE: bounds the command's size. */
+#define SUB_BATCH 256
+
+/**
+ * A player's channel: how many streams want it, and what the subscriber thread last asked
+ * Redis for on its connection (Redis runs a connection's commands in order, so that is
+ * where the channel ends up). Under hub->mu. Streams going to or from 0 put it on the dirty
+ * list; the thread reconciles (SUBSCRIBE or UNSUBSCRIBE) and frees an entry nobody wants
+ * that is not subscribed.
+ */
+typedef struct sub {
+    struct sub *next;       /* bucket chain of hub->subs */
+    struct sub *dirty_next; /* hub->dirty */
+    size_t streams;
+    bool subscribed; /* the last command for it on the current connection was SUBSCRIBE */
+    bool dirty;      /* on hub->dirty */
+    char player_id[BP_ID_MAX + 1];
+} sub_t;
+
+/** One SUBSCRIBE or UNSUBSCRIBE being assembled by the subscriber thread. */
+typedef struct {
+    const char *argv[SUB_BATCH + 1];
+    size_t argvlen[SUB_BATCH + 1];
+    int argc;
+    char chan[SUB_BATCH][PREFIX_LEN + BP_ID_MAX + 1];
+} batch_t;
 
 struct bp_stream {
     bp_stream_hub_t *hub;
@@ -45,6 +72,7 @@ struct bp_stream {
     struct MHD_Connection *conn; /* set by bp_stream_respond */
     int fd;                      /* the connection's socket, -1 when unknown */
     /* Under hub->mu. */
+    sub_t *sub;               /* the player's channel, while registered */
     bp_stream_t *prev, *next; /* bucket chain */
     size_t bucket;
     bool registered;
@@ -66,6 +94,8 @@ struct bp_stream_hub {
     pthread_mutex_t mu;
     pthread_cond_t stopped_cv; /* stop_pending reached 0 */
     bp_stream_t *buckets[BUCKETS];
+    sub_t *subs[BUCKETS]; /* playerId → channel, same hash as buckets */
+    sub_t *dirty;         /* channels to reconcile, LIFO */
     size_t n_open, max_open;
     bool stopping;
     size_t stop_pending;
@@ -74,7 +104,8 @@ struct bp_stream_hub {
     /* The subscriber thread. */
     bool have_redis;
     bp_cache_url_t url;
-    int wake[2]; /* self-pipe: written to stop the thread */
+    int wake[2];    /* self-pipe: written to stop the thread or when a channel is dirty */
+    batch_t *batch; /* [2]: SUBSCRIBE, UNSUBSCRIBE; the thread's */
     atomic_bool quit;
     pthread_t thread;
     bool thread_started; /* joined (and cleared) by shutdown */
@@ -167,11 +198,33 @@ static void stop_done_locked(bp_stream_t *st)
     }
 }
 
-static void unlink_locked(bp_stream_t *st)
+/** Put @p e on the dirty list. @return true when the thread must be woken (it was not). */
+static bool dirty_locked(bp_stream_hub_t *hub, sub_t *e)
+{
+    if (e->dirty)
+        return false;
+    e->dirty = true;
+    e->dirty_next = hub->dirty;
+    hub->dirty = e;
+    return true;
+}
+
+static void wake_thread(bp_stream_hub_t *hub)
+{
+    ssize_t w = write(hub->wake[1], "x", 1);
+    (void)w; /* a full pipe wakes the thread just as well */
+}
+
+/** @return true when the player's last stream went: the thread must be woken. */
+static bool unlink_locked(bp_stream_t *st)
 {
     bp_stream_hub_t *hub = st->hub;
+    bool wake = false;
     if (!st->registered)
-        return;
+        return false;
+    if (--st->sub->streams == 0)
+        wake = dirty_locked(hub, st->sub);
+    st->sub = NULL;
     if (st->prev)
         st->prev->next = st->next;
     else
@@ -181,6 +234,7 @@ static void unlink_locked(bp_stream_t *st)
     st->prev = st->next = NULL;
     st->registered = false;
     hub->n_open--;
+    return wake;
 }
 
 bp_err_t bp_stream_open(bp_stream_hub_t *hub, const char *player_id, const bp_stream_ops_t *ops,
@@ -190,6 +244,8 @@ bp_err_t bp_stream_open(bp_stream_hub_t *hub, const char *player_id, const bp_st
     void *c = *ctx;
     *ctx = NULL;
     *out = NULL;
+    bool wake = false;
+    sub_t *fresh = NULL;
     bp_stream_t *st = calloc(1, sizeof(*st));
     if (!st) {
         err = BP_ENOMEM;
@@ -208,10 +264,30 @@ bp_err_t bp_stream_open(bp_stream_hub_t *hub, const char *player_id, const bp_st
     err = bp_stream_buf_add(&st->out, retry, (size_t)n);
     if (err != BP_OK)
         goto out;
+    fresh = calloc(1, sizeof(*fresh)); /* outside the lock; freed if the player has one */
+    if (!fresh) {
+        err = BP_ENOMEM;
+        goto out;
+    }
     pthread_mutex_lock(&hub->mu);
     if (hub->stopping || hub->n_open >= hub->max_open) {
         err = BP_ERETRY;
     } else {
+        sub_t *e = hub->subs[st->bucket];
+        while (e && strcmp(e->player_id, st->player_id) != 0)
+            e = e->next;
+        if (!e) {
+            e = fresh;
+            fresh = NULL;
+            memcpy(e->player_id, st->player_id, sizeof(e->player_id));
+            e->next = hub->subs[st->bucket];
+            hub->subs[st->bucket] = e;
+        }
+        /* The first stream of the player: the thread subscribes, and once Redis confirms,
+         * every stream of the player re-reads (what was published before is not sent). */
+        if (e->streams++ == 0)
+            wake = dirty_locked(hub, e);
+        st->sub = e;
         st->keepalive_at_ms = mono_ms() + BP_STREAM_KEEPALIVE_MS;
         st->next = hub->buckets[st->bucket];
         if (st->next)
@@ -221,8 +297,11 @@ bp_err_t bp_stream_open(bp_stream_hub_t *hub, const char *player_id, const bp_st
         hub->n_open++;
     }
     pthread_mutex_unlock(&hub->mu);
+    if (wake)
+        wake_thread(hub);
 
 out:
+    free(fresh);
     if (err != BP_OK) {
         if (st) {
             bp_stream_close(st);
@@ -245,9 +324,11 @@ void bp_stream_close(bp_stream_t *st)
     if (!st)
         return;
     pthread_mutex_lock(&st->hub->mu);
-    unlink_locked(st);
+    bool wake = unlink_locked(st);
     stop_done_locked(st);
     pthread_mutex_unlock(&st->hub->mu);
+    if (wake)
+        wake_thread(st->hub);
     if (st->ctx && st->ops->destroy)
         st->ops->destroy(st->ctx);
     free(st->out.data);
@@ -408,22 +489,35 @@ static bool peer_gone(const struct pollfd *p)
     return (p->revents & POLLIN) && recv(p->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
+/** Ask every stream of @p player_id to re-read its state: its channel was (re)subscribed
+ *  just now, and what was published before may not have reached it. */
+static void resync_player(bp_stream_hub_t *hub, const char *player_id)
+{
+    size_t b = bucket_of(player_id);
+    pthread_mutex_lock(&hub->mu);
+    for (bp_stream_t *st = hub->buckets[b]; st; st = st->next) {
+        if (strcmp(st->player_id, player_id) == 0) {
+            st->resync = true;
+            wake_locked(st);
+        }
+    }
+    pthread_mutex_unlock(&hub->mu);
+}
+
 /**
- * Wake the streams whose keep-alive is due, and with @p resync every stream to re-read.
- * libmicrohttpd does not watch suspended connections, so a client that went away would
- * hold its stream until the next keep-alive: their sockets are probed here (they stay
- * open while suspended) and a gone client's stream writes at once, which ends it.
+ * Wake the streams whose keep-alive is due. libmicrohttpd does not watch suspended
+ * connections, so a client that went away would hold its stream until the next
+ * keep-alive: their sockets are probed here (they stay open while suspended) and a gone
+ * client's stream writes at once, which ends it.
  */
-static void sweep(bp_stream_hub_t *hub, bool resync)
+static void sweep(bp_stream_hub_t *hub)
 {
     int64_t now = mono_ms();
     size_t n = 0;
     pthread_mutex_lock(&hub->mu);
     for (size_t b = 0; b < BUCKETS; b++) {
         for (bp_stream_t *st = hub->buckets[b]; st; st = st->next) {
-            if (resync)
-                st->resync = true;
-            if (resync || now >= st->keepalive_at_ms) {
+            if (now >= st->keepalive_at_ms) {
                 wake_locked(st);
             } else if (st->suspended && st->fd >= 0 && n < hub->max_open) {
                 hub->pfds[n].fd = st->fd;
@@ -456,28 +550,51 @@ static bool json_id(json_t *obj, const char *key, char *buf, size_t len)
     return true;
 }
 
-/** Handle one reply of the subscription: a pmessage is parsed and published. */
+/**
+ * Handle one reply of the subscription: a message is parsed and published; the
+ * confirmation of a SUBSCRIBE makes the player's streams re-read (an update published
+ * between their first read and this moment was not delivered).
+ */
 static void on_reply(bp_stream_hub_t *hub, const redisReply *r)
 {
-    char player[BP_ID_MAX + 1];
+    char player[BP_ID_MAX + 1], ch[128];
     bp_stream_update_t up;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
-        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "pmessage") != 0 ||
-        r->element[2]->type != REDIS_REPLY_STRING || r->element[3]->type != REDIS_REPLY_STRING)
-        return; /* subscription confirmations and the like */
+    if (r->type == REDIS_REPLY_ERROR) {
+        BP_LOG_WARN("real-time subscriber: redis refused a command", "\"error\":\"%s\"",
+                    bp_log_str(ch, sizeof(ch), r->str));
+        return;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = r->element[0]->str, *channel = r->element[1]->str;
+    const char *chan_player = channel + PREFIX_LEN;
+    size_t chan_len = r->element[1]->len;
+    bool is_message = strcmp(kind, "message") == 0;
+    if (!is_message && strcmp(kind, "subscribe") != 0)
+        return; /* unsubscribe confirmations */
+    if (chan_len <= PREFIX_LEN || strncmp(channel, CHANNEL_PREFIX, PREFIX_LEN) != 0 ||
+        !bp_id_valid(chan_player, chan_len - PREFIX_LEN)) {
+        BP_LOG_DEBUG("unexpected real-time channel ignored", "\"channel\":\"%s\"",
+                     bp_log_str(ch, sizeof(ch), channel));
+        return;
+    }
+    if (!is_message) {
+        resync_player(hub, chan_player);
+        return;
+    }
+    if (r->element[2]->type != REDIS_REPLY_STRING)
+        return;
     json_error_t jerr;
-    json_t *msg = json_loadb(r->element[3]->str, (size_t)r->element[3]->len, 0, &jerr);
+    json_t *msg = json_loadb(r->element[2]->str, (size_t)r->element[2]->len, 0, &jerr);
     json_t *xp = json_object_get(msg, "totalXp"), *level = json_object_get(msg, "level");
     memset(&up, 0, sizeof(up));
     if (!msg || !json_id(msg, "playerId", player, sizeof(player)) ||
         !json_id(msg, "seasonId", up.season_id, sizeof(up.season_id)) || !json_is_integer(xp) ||
         !json_is_integer(level) || json_integer_value(xp) < 0 || json_integer_value(level) < 1 ||
-        json_integer_value(level) > INT32_MAX ||
-        strncmp(r->element[2]->str, CHANNEL_PREFIX, strlen(CHANNEL_PREFIX)) != 0 ||
-        strcmp(r->element[2]->str + strlen(CHANNEL_PREFIX), player) != 0) {
-        char ch[128];
+        json_integer_value(level) > INT32_MAX || strcmp(chan_player, player) != 0) {
         BP_LOG_DEBUG("unexpected real-time message ignored", "\"channel\":\"%s\"",
-                     bp_log_str(ch, sizeof(ch), r->element[2]->str));
+                     bp_log_str(ch, sizeof(ch), channel));
         goto out;
     }
     up.total_xp = (int64_t)json_integer_value(xp);
@@ -501,14 +618,10 @@ static void log_down(bp_stream_hub_t *hub, bool *down, const char *detail)
 
 /** Send one command and check its reply. @return true on success. */
 static bool command(bp_stream_hub_t *hub, redisContext *ctx, bool *down, int argc,
-                    const char **argv, const char *want_first)
+                    const char **argv)
 {
     redisReply *r = redisCommandArgv(ctx, argc, argv, NULL);
     bool ok = r && r->type != REDIS_REPLY_ERROR;
-    if (ok && want_first) /* PSUBSCRIBE answers ["psubscribe", pattern, count] */
-        ok = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-             r->element[0]->type == REDIS_REPLY_STRING &&
-             strcmp(r->element[0]->str, want_first) == 0;
     if (!ok) /* the error text of AUTH never holds the password */
         log_down(hub, down, !r ? ctx->errstr : r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
     if (r)
@@ -516,8 +629,9 @@ static bool command(bp_stream_hub_t *hub, redisContext *ctx, bool *down, int arg
     return ok;
 }
 
-/** Connect, AUTH and PSUBSCRIBE. @return the context, or NULL (logged once per outage). */
-static redisContext *subscribe(bp_stream_hub_t *hub, bool *down)
+/** Connect and AUTH; the channels are subscribed by reconcile(). @return the context, or
+ *  NULL (logged once per outage). */
+static redisContext *connect_redis(bp_stream_hub_t *hub, bool *down)
 {
     struct timeval tv = {0, CONNECT_TIMEOUT_US}, cmd_tv = {COMMAND_TIMEOUT_US / 1000000, 0};
     redisContext *ctx = redisConnectWithTimeout(hub->url.host, hub->url.port, tv);
@@ -531,13 +645,10 @@ static redisContext *subscribe(bp_stream_hub_t *hub, bool *down)
     if (ok && hub->url.password) {
         const char *auth_user[] = {"AUTH", hub->url.user ? hub->url.user : "", hub->url.password};
         const char *auth[] = {"AUTH", hub->url.password};
-        ok = hub->url.user ? command(hub, ctx, down, 3, auth_user, NULL)
-                           : command(hub, ctx, down, 2, auth, NULL);
+        ok = hub->url.user ? command(hub, ctx, down, 3, auth_user)
+                           : command(hub, ctx, down, 2, auth);
     }
     /* No SELECT: pub/sub channels do not belong to a database. */
-    const char *psub[] = {"PSUBSCRIBE", PATTERN};
-    if (ok)
-        ok = command(hub, ctx, down, 2, psub, "psubscribe");
     if (!ok) {
         if (ctx)
             redisFree(ctx);
@@ -569,6 +680,101 @@ static bool drain(bp_stream_hub_t *hub, redisContext *ctx)
     }
 }
 
+static void sub_free_locked(bp_stream_hub_t *hub, sub_t *e)
+{
+    sub_t **pp = &hub->subs[bucket_of(e->player_id)];
+    while (*pp != e)
+        pp = &(*pp)->next;
+    *pp = e->next;
+    free(e);
+}
+
+static void batch_add(batch_t *b, const char *player_id)
+{
+    int n = snprintf(b->chan[b->argc - 1], sizeof(b->chan[0]), CHANNEL_PREFIX "%s", player_id);
+    b->argv[b->argc] = b->chan[b->argc - 1];
+    b->argvlen[b->argc++] = (size_t)n;
+}
+
+/**
+ * Bring the connection's subscriptions in line with the streams: SUBSCRIBE the channels
+ * of players that got a stream, UNSUBSCRIBE those of players that lost their last one (at
+ * most SUB_BATCH channels a command), and free the entries nobody wants. Without @p ctx
+ * only the latter (the channels are subscribed on connect).
+ * @return false when the commands could not be sent (the connection is lost).
+ */
+static bool reconcile(bp_stream_hub_t *hub, redisContext *ctx)
+{
+    batch_t *sub = &hub->batch[0], *unsub = &hub->batch[1];
+    sub->argv[0] = "SUBSCRIBE";
+    sub->argvlen[0] = strlen("SUBSCRIBE");
+    unsub->argv[0] = "UNSUBSCRIBE";
+    unsub->argvlen[0] = strlen("UNSUBSCRIBE");
+    for (;;) {
+        sub->argc = unsub->argc = 1;
+        pthread_mutex_lock(&hub->mu);
+        while (hub->dirty && sub->argc <= SUB_BATCH && unsub->argc <= SUB_BATCH) {
+            sub_t *e = hub->dirty;
+            hub->dirty = e->dirty_next;
+            e->dirty_next = NULL;
+            e->dirty = false;
+            bool want = e->streams > 0;
+            if (ctx && want != e->subscribed) {
+                batch_add(want ? sub : unsub, e->player_id);
+                e->subscribed = want;
+            }
+            if (!want && !e->subscribed)
+                sub_free_locked(hub, e);
+        }
+        bool more = hub->dirty != NULL;
+        pthread_mutex_unlock(&hub->mu);
+        if (!ctx)
+            return true;
+        /* Never an UNSUBSCRIBE without channels: that would drop them all. */
+        if ((sub->argc > 1 &&
+             redisAppendCommandArgv(ctx, sub->argc, sub->argv, sub->argvlen) != REDIS_OK) ||
+            (unsub->argc > 1 &&
+             redisAppendCommandArgv(ctx, unsub->argc, unsub->argv, unsub->argvlen) != REDIS_OK))
+            return false;
+        /* A blocking socket: written in full, or an error (the send timeout included). The
+         * replies are read by drain(); Redis queues them meanwhile. */
+        for (int done = 0; !done;)
+            if (redisBufferWrite(ctx, &done) != REDIS_OK)
+                return false;
+        if (!more)
+            return true;
+    }
+}
+
+/** On a new connection (nothing subscribed yet): every player streamed here is to be
+ *  subscribed; their streams re-read once Redis confirms, as what was published while the
+ *  hub was away is lost. */
+static void want_all(bp_stream_hub_t *hub)
+{
+    pthread_mutex_lock(&hub->mu);
+    for (size_t b = 0; b < BUCKETS; b++)
+        for (sub_t *e = hub->subs[b]; e; e = e->next)
+            if (e->streams > 0)
+                (void)dirty_locked(hub, e);
+    pthread_mutex_unlock(&hub->mu);
+}
+
+/** The connection is gone, and its subscriptions with it. */
+static void lost(bp_stream_hub_t *hub, redisContext **ctx)
+{
+    redisFree(*ctx);
+    *ctx = NULL;
+    pthread_mutex_lock(&hub->mu);
+    for (size_t b = 0; b < BUCKETS; b++) {
+        for (sub_t *e = hub->subs[b]; e; e = e->next) {
+            e->subscribed = false;
+            if (e->streams == 0) /* reconcile() frees it */
+                (void)dirty_locked(hub, e);
+        }
+    }
+    pthread_mutex_unlock(&hub->mu);
+}
+
 static void *subscriber_main(void *arg)
 {
     bp_stream_hub_t *hub = arg;
@@ -581,17 +787,22 @@ static void *subscriber_main(void *arg)
     while (!atomic_load(&hub->quit)) {
         int64_t now = mono_ms();
         if (hub->have_redis && !ctx && now >= next_connect) {
-            ctx = subscribe(hub, &down);
+            ctx = connect_redis(hub, &down);
             if (ctx) {
                 backoff = BACKOFF_MIN_MS;
-                /* Whatever was published while we were away is lost: re-read. */
-                sweep(hub, true);
+                want_all(hub);
             } else {
                 next_connect = mono_ms() + backoff;
                 backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
             }
-            now = mono_ms();
         }
+        if (!reconcile(hub, ctx)) {
+            log_down(hub, &down, ctx->err ? ctx->errstr : "write failed");
+            lost(hub, &ctx);
+            next_connect = mono_ms() + backoff;
+            continue;
+        }
+        now = mono_ms();
         int64_t wait = next_sweep - now;
         if (hub->have_redis && !ctx && next_connect - now < wait)
             wait = next_connect - now;
@@ -607,13 +818,12 @@ static void *subscriber_main(void *arg)
                 ;
         if (ctx && p[1].revents && !drain(hub, ctx)) {
             log_down(hub, &down, ctx->err ? ctx->errstr : "connection lost");
-            redisFree(ctx);
-            ctx = NULL;
+            lost(hub, &ctx);
             next_connect = mono_ms() + backoff;
         }
         now = mono_ms();
         if (now >= next_sweep) {
-            sweep(hub, false);
+            sweep(hub);
             next_sweep = now + SWEEP_MS;
         }
     }
@@ -638,7 +848,8 @@ bp_err_t bp_stream_hub_new(const char *redis_url, int max_streams, bp_stream_hub
     atomic_init(&hub->quit, false);
     hub->pfds = calloc(hub->max_open, sizeof(*hub->pfds));
     hub->pst = calloc(hub->max_open, sizeof(*hub->pst));
-    if (!hub->pfds || !hub->pst) {
+    hub->batch = calloc(2, sizeof(*hub->batch));
+    if (!hub->pfds || !hub->pst || !hub->batch) {
         err = BP_ENOMEM;
         goto out;
     }
@@ -688,6 +899,7 @@ out:
         bp_cache_url_fini(&hub->url);
         free(hub->pfds);
         free(hub->pst);
+        free(hub->batch);
         free(hub);
         hub = NULL;
     }
@@ -722,8 +934,7 @@ void bp_stream_hub_shutdown(bp_stream_hub_t *hub)
     pthread_mutex_unlock(&hub->mu);
     if (hub->thread_started) {
         atomic_store(&hub->quit, true);
-        ssize_t w = write(hub->wake[1], "x", 1);
-        (void)w; /* a full pipe wakes the thread just as well */
+        wake_thread(hub);
         pthread_join(hub->thread, NULL);
         hub->thread_started = false;
     }
@@ -741,8 +952,16 @@ void bp_stream_hub_destroy(bp_stream_hub_t *hub)
     pthread_cond_destroy(&hub->stopped_cv);
     pthread_mutex_destroy(&hub->mu);
     bp_cache_url_fini(&hub->url);
+    for (size_t b = 0; b < BUCKETS; b++) {
+        while (hub->subs[b]) {
+            sub_t *e = hub->subs[b];
+            hub->subs[b] = e->next;
+            free(e);
+        }
+    }
     free(hub->pfds);
     free(hub->pst);
+    free(hub->batch);
     free(hub);
 }
 

@@ -1,5 +1,6 @@
-/** @file The real-time fan-out hub of one process: a Redis subscriber thread (PSUBSCRIBE
- *  bp:progress:*) feeding the Server-Sent-Events streams of this process, each a
+/** @file The real-time fan-out hub of one process: a Redis subscriber thread (SUBSCRIBE
+ *  bp:progress:<playerId> for each player streamed here, UNSUBSCRIBE once the player's last
+ *  stream ends) feeding the Server-Sent-Events streams of this process, each a
  *  libmicrohttpd callback response suspended while it has nothing to send.
  *
  *  Threads: the hub's functions are thread-safe. A stream's ops are called on the
@@ -46,7 +47,8 @@ typedef struct {
 typedef struct {
     /**
      * Append the SSE events for @p up to @p out. @p up is NULL when updates may have been
-     * missed (the hub's Redis connection was re-established): re-read the state.
+     * missed (the player's channel was subscribed just now: the first stream of the player,
+     * or the hub's Redis connection was re-established): re-read the state.
      * @return BP_OK to go on; anything else ends the stream once @p out is sent.
      */
     bp_err_t (*update)(void *ctx, const bp_stream_update_t *up, bp_stream_buf_t *out);
@@ -86,9 +88,10 @@ void bp_stream_hub_destroy(bp_stream_hub_t *hub);
 size_t bp_stream_hub_count(bp_stream_hub_t *hub);
 
 /**
- * Open a stream of @p player_id's updates: registered at once, so updates published from
- * now on are queued even before the response starts (open before reading the initial
- * state, so nothing falls in between).
+ * Open a stream of @p player_id's updates: registered at once, and the player's channel
+ * subscribed if it was not; once Redis confirms that subscription the stream re-reads its
+ * state (update(NULL)), so nothing published after its first read is missed (open before
+ * reading the initial state). Updates are queued even before the response starts.
  * @param ops borrowed, must outlive the stream (a static table)
  * @param ctx ownership taken in every case (destroyed on failure); *ctx set to NULL
  * @return BP_OK with *out owned by the caller until handed to bp_stream_respond() (or

@@ -2,8 +2,10 @@
  *  devbroker: the first Progress event; progress, level-up and reward-available events after
  *  XP events (latency from produce to event measured and printed); premium rewards; the
  *  access rules; clients that go away; the stream limit; a resync after the Redis
- *  subscription is cut; keep-alives; a stream served by a second instance (Redis pub/sub
- *  across processes) and a clean SIGTERM with streams open. */
+ *  subscription is cut; one channel subscribed per streamed player (PUBSUB CHANNELS, no
+ *  pattern), kept while any of its streams is open, subscribed again after a Redis restart;
+ *  keep-alives; a stream served by a second instance (Redis pub/sub across processes) and a
+ *  clean SIGTERM with streams open. BP_TEST_FILTER=<cmocka pattern> runs some tests only. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -130,7 +132,8 @@ static bool sse_fill(sse_t *s, int timeout_ms)
 static bool sse_open(sse_t *s, uint16_t port, const char *path, const char *token)
 {
     memset(s, 0, sizeof(*s));
-    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    /* Close-on-exec: a Redis restarted by it_fault() would hold the socket open. */
+    s->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     if (s->fd < 0 || connect(s->fd, (struct sockaddr *)&a, sizeof(a)) != 0)
@@ -240,6 +243,65 @@ static long long jint(const json_t *o, const char *key)
     return (long long)json_integer_value(v);
 }
 
+/* ---- Redis, as the tests see it ---- */
+
+/* A connection of our own to the services' Redis, or NULL. */
+static redisContext *redis_open(void)
+{
+    bp_cache_url_t url;
+    if (bp_cache_url_parse(env.redis_url, &url) != BP_OK)
+        return NULL;
+    redisContext *ctx = redisConnect(url.host, url.port);
+    bp_cache_url_fini(&url);
+    if (ctx && ctx->err) {
+        redisFree(ctx);
+        ctx = NULL;
+    }
+    return ctx;
+}
+
+/* @return how many channels bp:progress:<prefix><like> (a glob) have subscribers, -1 when
+ * Redis does not answer. A connection per call: the tests restart Redis. */
+static long long channel_count(const char *like)
+{
+    long long n = -1;
+    redisContext *rc = redis_open();
+    redisReply *r = rc ? redisCommand(rc, "PUBSUB CHANNELS bp:progress:%s%s", prefix, like) : NULL;
+    if (r && r->type == REDIS_REPLY_ARRAY)
+        n = (long long)r->elements;
+    if (r)
+        freeReplyObject(r);
+    if (rc)
+        redisFree(rc);
+    return n;
+}
+
+/* Wait until channel_count(@p like) is @p n. @return false on timeout (the count printed). */
+static bool wait_channels(const char *like, long long n, int timeout_ms)
+{
+    long long got = -1;
+    for (int64_t until = it_now_ms() + timeout_ms; it_now_ms() < until; it_sleep_ms(50))
+        if ((got = channel_count(like)) == n)
+            return true;
+    printf("  channels bp:progress:%s%s: %lld subscribed, %lld wanted\n", prefix, like, got, n);
+    return false;
+}
+
+/* @return how many patterns Redis has subscribers of, -1 on failure. */
+static long long pattern_count(void)
+{
+    long long n = -1;
+    redisContext *rc = redis_open();
+    redisReply *r = rc ? redisCommand(rc, "PUBSUB NUMPAT") : NULL;
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        n = r->integer;
+    if (r)
+        freeReplyObject(r);
+    if (rc)
+        redisFree(rc);
+    return n;
+}
+
 /* ---- when the worker published: a Redis subscriber of our own ---- */
 
 #define SEEN_MAX 256
@@ -260,12 +322,8 @@ typedef struct {
 static void *pubwatch_main(void *arg)
 {
     pubwatch_t *w = arg;
-    bp_cache_url_t url;
-    if (bp_cache_url_parse(env.redis_url, &url) != BP_OK)
-        return NULL;
-    redisContext *ctx = redisConnect(url.host, url.port);
-    bp_cache_url_fini(&url);
-    if (!ctx || ctx->err)
+    redisContext *ctx = redis_open();
+    if (!ctx)
         goto out;
     redisReply *r = redisCommand(ctx, "SUBSCRIBE %s", w->channel);
     if (!r)
@@ -484,26 +542,68 @@ static void expect_level_up(sse_t *s, int prev, int next, long long total)
     json_decref(o);
 }
 
+/* Expect a `progress` event with @p total within @p timeout_ms. */
+static void expect_total(sse_t *s, long long total, int timeout_ms)
+{
+    json_t *o = expect_event(s, "progress", timeout_ms);
+    assert_int_equal(jint(o, "totalXp"), total);
+    json_decref(o);
+}
+
+/* Read until the server ends the stream (silent 2 s at most): it must have ended. */
+static void expect_end(sse_t *s)
+{
+    sse_event_t ev;
+    while (sse_next(s, 2000, &ev))
+        ;
+    assert_true(s->ended || s->closed);
+}
+
+/* Open @p player's stream on @p port: status 200, then the first event (the Progress
+ * resource), its totalXp checked when @p want_total >= 0 and handed to the caller with
+ * @p first (json_decref) when not NULL. Free with stream_end(). */
+static sse_t *stream_start(uint16_t port, const char *player, const char *token,
+                           long long want_total, json_t **first)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/progress/%s/stream", player);
+    sse_t *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+    assert_true(sse_open(s, port, path, token));
+    assert_int_equal(s->status, 200);
+    json_t *o = expect_event(s, "progress", EVENT_WAIT_MS);
+    if (want_total >= 0)
+        assert_int_equal(jint(o, "totalXp"), want_total);
+    if (first)
+        *first = o;
+    else
+        json_decref(o);
+    return s;
+}
+
+static void stream_end(sse_t *s)
+{
+    if (!s)
+        return;
+    sse_close(s);
+    free(s);
+}
+
 /* ---- tests ---- */
 
 static void test_progress_level_up_rewards(void **state)
 {
     (void)state;
     skip_without_services();
-    char player[BP_ID_MAX + 1], path[256];
+    char player[BP_ID_MAX + 1];
     player_name(player, sizeof(player), "p1");
-    snprintf(path, sizeof(path), "/progress/%s/stream", player);
-    sse_t *s = calloc(1, sizeof(*s));
-    assert_true(sse_open(s, HTTP_PORT, path, service_token));
-    assert_int_equal(s->status, 200);
+    /* First: the Progress resource, as GET /progress/{playerId} has it. */
+    json_t *o;
+    sse_t *s = stream_start(HTTP_PORT, player, service_token, 0, &o);
     assert_true(sse_header_is(s, "Content-Type", "text/event-stream"));
     assert_true(sse_header_is(s, "Cache-Control", "no-store"));
-
-    /* First: the Progress resource, as GET /progress/{playerId} has it. */
-    json_t *o = expect_event(s, "progress", EVENT_WAIT_MS);
     assert_string_equal(json_string_value(json_object_get(o, "playerId")), player);
     assert_string_equal(json_string_value(json_object_get(o, "seasonId")), season.id);
-    assert_int_equal(jint(o, "totalXp"), 0);
     assert_int_equal(jint(o, "currentLevel"), 1);
     assert_true(json_is_false(json_object_get(o, "premium")));
     json_decref(o);
@@ -546,8 +646,7 @@ static void test_progress_level_up_rewards(void **state)
     assert_true(lat[n - 1] < LATENCY_MAX_MS);
     assert_true(fan[0] >= 0);
     assert_true(fan[n - 1] < 1000);
-    sse_close(s);
-    free(s);
+    stream_end(s);
 }
 
 static void test_premium_rewards(void **state)
@@ -566,11 +665,8 @@ static void test_premium_rewards(void **state)
 
     /* The player's own token may open the stream. */
     char *token = it_jwt(env.secret, player, "player", 3600);
-    snprintf(path, sizeof(path), "/progress/%s/stream", player);
-    sse_t *s = calloc(1, sizeof(*s));
-    assert_true(sse_open(s, HTTP_PORT, path, token));
-    assert_int_equal(s->status, 200);
-    json_t *o = expect_event(s, "progress", EVENT_WAIT_MS);
+    json_t *o;
+    sse_t *s = stream_start(HTTP_PORT, player, token, -1, &o);
     assert_true(json_is_true(json_object_get(o, "premium")));
     json_decref(o);
     /* 2100 XP: level 1 → 3; free and premium rewards of levels 2 and 3. */
@@ -578,8 +674,7 @@ static void test_premium_rewards(void **state)
     expect_level_up(s, 1, 3, 2100);
     const char *ids[] = {"reward-002-free", "reward-002-premium", "reward-003-free"};
     expect_rewards(s, player, ids, 3);
-    sse_close(s);
-    free(s);
+    stream_end(s);
     free(token);
 }
 
@@ -590,27 +685,20 @@ static void test_purchase_reaches_stream(void **state)
     skip_without_services();
     char player[BP_ID_MAX + 1], path[256], body[256], out[4096];
     player_name(player, sizeof(player), "buyer");
-    snprintf(path, sizeof(path), "/progress/%s/stream", player);
-    sse_t *s = calloc(1, sizeof(*s));
-    assert_true(sse_open(s, HTTP_PORT, path, service_token));
-    assert_int_equal(s->status, 200);
-    json_t *o = expect_event(s, "progress", EVENT_WAIT_MS);
-    assert_int_equal(jint(o, "totalXp"), 0);
-    json_decref(o);
+    sse_t *s = stream_start(HTTP_PORT, player, service_token, 0, NULL);
     snprintf(path, sizeof(path), "/progress/%s/levels", player);
     snprintf(body, sizeof(body), "{\"count\":2,\"transactionId\":\"%sbuy\"}", prefix);
     int64_t t0 = it_now_ms();
     int st = it_http(HTTP_PORT, "POST", path, service_token, NULL, body, out, sizeof(out), NULL, 0);
     if (st != 200)
         fail_msg("purchase: %d %s", st, out);
-    o = expect_event(s, "progress", EVENT_WAIT_MS);
+    json_t *o = expect_event(s, "progress", EVENT_WAIT_MS);
     printf("purchase → progress event: %lld ms\n", (long long)(it_now_ms() - t0));
     assert_int_equal(jint(o, "totalXp"), season.xp_total[3]);
     assert_int_equal(jint(o, "currentLevel"), 3);
     json_decref(o);
     expect_level_up(s, 1, 3, season.xp_total[3]);
-    sse_close(s);
-    free(s);
+    stream_end(s);
 }
 
 static void test_access_rules(void **state)
@@ -628,12 +716,7 @@ static void test_access_rules(void **state)
     assert_int_equal(it_http_get(HTTP_PORT, path, expired, out, sizeof(out)), 401);
     free(expired);
     char *admin = it_jwt(env.secret, "ops", "admin", 3600);
-    sse_t *s = calloc(1, sizeof(*s));
-    assert_true(sse_open(s, HTTP_PORT, path, admin));
-    assert_int_equal(s->status, 200);
-    json_decref(expect_event(s, "progress", EVENT_WAIT_MS));
-    sse_close(s);
-    free(s);
+    stream_end(stream_start(HTTP_PORT, player, admin, -1, NULL));
     free(admin);
 }
 
@@ -643,52 +726,42 @@ static void test_clients_going_away(void **state)
 {
     (void)state;
     skip_without_services();
-    char player[BP_ID_MAX + 1], path[256];
+    enum { N = 40 };
+    char player[BP_ID_MAX + 1];
     player_name(player, sizeof(player), "churn");
-    snprintf(path, sizeof(path), "/progress/%s/stream", player);
-    sse_t *s = calloc(40, sizeof(*s));
-    for (int i = 0; i < 40; i++) {
-        assert_true(sse_open(&s[i], HTTP_PORT, path, service_token));
-        assert_int_equal(s[i].status, 200);
-    }
-    for (int i = 0; i < 20; i++) /* half go away before the update */
-        sse_close(&s[i]);
+    sse_t *s[N];
+    for (int i = 0; i < N; i++)
+        s[i] = stream_start(HTTP_PORT, player, service_token, 0, NULL);
+    for (int i = 0; i < N / 2; i++) /* half go away before the update */
+        stream_end(s[i]);
     produce(player, 1200, 1);
-    for (int i = 20; i < 40; i++) {
-        json_decref(expect_event(&s[i], "progress", EVENT_WAIT_MS)); /* the first one */
-        json_t *o = expect_event(&s[i], "progress", EVENT_WAIT_MS);
-        assert_int_equal(jint(o, "totalXp"), 1200);
-        json_decref(o);
-        sse_close(&s[i]);
+    for (int i = N / 2; i < N; i++) {
+        expect_total(s[i], 1200, EVENT_WAIT_MS);
+        stream_end(s[i]);
     }
     /* The server only notices a client gone on its next write: a keep-alive or update. */
     produce(player, 10, 1);
     assert_true(wait_applied(player, 2, 10000));
-    sse_t one;
-    assert_true(sse_open(&one, HTTP_PORT, path, service_token));
-    assert_int_equal(one.status, 200);
-    json_t *o = expect_event(&one, "progress", EVENT_WAIT_MS);
-    assert_int_equal(jint(o, "totalXp"), 1210);
-    json_decref(o);
-    sse_close(&one);
-    free(s);
+    stream_end(stream_start(HTTP_PORT, player, service_token, 1210, NULL));
 }
 
-/* Send a stream request on a new socket and read the status line and headers (and what
- * follows in the same reads). @return the status, -1 on failure; *fd stays open. */
-static int raw_stream(const char *path, const char *token, int *fd, bool *retry_after)
+/* Send @p player's stream request on a new socket and read the status line and headers
+ * (and what follows in the same reads). @return the status, -1 on failure; *fd stays
+ * open. */
+static int raw_stream(const char *player, const char *token, int *fd, bool *retry_after)
 {
     char buf[2048];
     size_t got = 0;
-    *fd = socket(AF_INET, SOCK_STREAM, 0);
+    /* Close-on-exec: a Redis restarted by it_fault() would hold the socket open. */
+    *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(HTTP_PORT)};
     inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     if (*fd < 0 || connect(*fd, (struct sockaddr *)&a, sizeof(a)) != 0)
         return -1;
     int n = snprintf(buf, sizeof(buf),
-                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     "GET /progress/%s/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      "Authorization: Bearer %s\r\n\r\n",
-                     path, token);
+                     player, token);
     if (write(*fd, buf, (size_t)n) != n)
         return -1;
     buf[0] = '\0';
@@ -708,6 +781,26 @@ static int raw_stream(const char *path, const char *token, int *fd, bool *retry_
     return status;
 }
 
+/* Open @p n raw streams (raw_stream) of @p players players, named @p stem and a number,
+ * round-robin. @return how many were refused with 503 and
+ * Retry-After; any other status fails. */
+static int raw_streams(int *fds, int n, const char *stem, int players)
+{
+    int refused = 0;
+    for (int i = 0; i < n; i++) {
+        char player[BP_ID_MAX + 1], name[32];
+        bool retry_after = false;
+        snprintf(name, sizeof(name), "%s%d", stem, i % players);
+        player_name(player, sizeof(player), name);
+        int st = raw_stream(player, service_token, &fds[i], &retry_after);
+        if (st == 503 && retry_after)
+            refused++;
+        else if (st != 200)
+            fail_msg("stream %d: status %d", i, st);
+    }
+    return refused;
+}
+
 /* Open streams until refused: 503 with Retry-After beyond BP_STREAM_MAX_DEFAULT (1000). Then
  * the clients go away, and their streams are freed within seconds (not at the next
  * keep-alive, 15 s later): as many can open again. */
@@ -721,33 +814,23 @@ static void test_limit_and_gone_clients(void **state)
         skip();
     }
     int *fds = calloc(TRY, sizeof(*fds));
-    char path[256];
     sleep(3); /* streams of the tests before are gone */
     for (int round = 0; round < 2; round++) {
-        int ok = 0, refused = 0;
         int64_t t0 = it_now_ms();
-        for (int i = 0; i < TRY; i++) {
-            char player[BP_ID_MAX + 1], name[32];
-            bool retry_after = false;
-            snprintf(name, sizeof(name), "many-%d", i % 50);
-            player_name(player, sizeof(player), name);
-            snprintf(path, sizeof(path), "/progress/%s/stream", player);
-            int st = raw_stream(path, service_token, &fds[i], &retry_after);
-            if (st == 200)
-                ok++;
-            else if (st == 503 && retry_after)
-                refused++;
-            else
-                fail_msg("stream %d: status %d", i, st);
-        }
-        printf("round %d: %d streams open, %d refused with 503 (%lld ms)\n", round, ok, refused,
-               (long long)(it_now_ms() - t0));
-        assert_int_equal(ok, LIMIT);
-        assert_int_equal(refused, TRY - LIMIT);
+        int refused = raw_streams(fds, TRY, "many-", 50);
+        printf("round %d: %d streams open, %d refused with 503 (%lld ms)\n", round, TRY - refused,
+               refused, (long long)(it_now_ms() - t0));
+        /* One channel a player streamed, whatever the number of streams. */
+        bool subscribed = wait_channels("many-*", 50, 3000);
         for (int i = 0; i < TRY; i++)
             close(fds[i]);
-        sleep(3); /* the hub probes suspended sockets every second */
+        /* The hub probes suspended sockets every second (before any check: a failure must
+         * not leave the next tests 1000 streams). */
+        sleep(3);
+        assert_int_equal(refused, TRY - LIMIT);
+        assert_true(subscribed);
     }
+    assert_true(wait_channels("many-*", 0, 3000));
     free(fds);
 }
 
@@ -758,26 +841,18 @@ static void test_resync_after_reconnect(void **state)
 {
     (void)state;
     skip_without_services();
-    char player[BP_ID_MAX + 1], path[256], sql[512];
+    char player[BP_ID_MAX + 1], sql[512];
     player_name(player, sizeof(player), "resync");
-    snprintf(path, sizeof(path), "/progress/%s/stream", player);
-    sse_t *s = calloc(1, sizeof(*s));
-    assert_true(sse_open(s, HTTP_PORT, path, service_token));
-    assert_int_equal(s->status, 200);
-    json_t *o = expect_event(s, "progress", EVENT_WAIT_MS);
-    assert_int_equal(jint(o, "totalXp"), 0);
-    json_decref(o);
+    sse_t *s = stream_start(HTTP_PORT, player, service_token, 0, NULL);
+    assert_true(wait_channels("resync", 1, 3000));
 
     snprintf(sql, sizeof(sql),
              "INSERT INTO player_progress (player_id, season_id, total_xp, earned_xp, level)"
              " VALUES ('%s', '%s', 700, 700, 1) RETURNING 1",
              player, season.id);
     assert_int_equal(it_sql_int(&env, sql), 1);
-    bp_cache_url_t url;
-    assert_int_equal(bp_cache_url_parse(env.redis_url, &url), BP_OK);
-    redisContext *rc = redisConnect(url.host, url.port);
-    bp_cache_url_fini(&url);
-    assert_true(rc && !rc->err);
+    redisContext *rc = redis_open();
+    assert_non_null(rc);
     redisReply *r = redisCommand(rc, "DEL bp:progress:{%s}:%s", season.id, player);
     assert_non_null(r);
     freeReplyObject(r);
@@ -787,19 +862,132 @@ static void test_resync_after_reconnect(void **state)
     redisFree(rc);
 
     int64_t t0 = it_now_ms();
-    o = expect_event(s, "progress", EVENT_WAIT_MS);
+    json_t *o = expect_event(s, "progress", EVENT_WAIT_MS);
     printf("resynced %lld ms after the subscription was cut\n", (long long)(it_now_ms() - t0));
     assert_int_equal(jint(o, "totalXp"), 700);
     assert_int_equal(jint(o, "earnedXp"), 700);
     json_decref(o);
     /* And the new subscription delivers: 700 + 600 crosses level 2. */
     produce(player, 600, 1);
-    o = expect_event(s, "progress", EVENT_WAIT_MS);
-    assert_int_equal(jint(o, "totalXp"), 1300);
-    json_decref(o);
+    expect_total(s, 1300, EVENT_WAIT_MS);
     expect_level_up(s, 1, 2, 1300);
-    sse_close(s);
-    free(s);
+    stream_end(s);
+}
+
+/* Two streams of one player both get its updates; one closed, the other still does: the
+ * channel goes with the player's last stream, not with the first one. */
+static void test_two_streams_one_player(void **state)
+{
+    (void)state;
+    skip_without_services();
+    char player[BP_ID_MAX + 1];
+    player_name(player, sizeof(player), "twin");
+    sse_t *a = stream_start(HTTP_PORT, player, service_token, 0, NULL);
+    sse_t *b = stream_start(HTTP_PORT, player, service_token, 0, NULL);
+    produce(player, 1100, 1);
+    expect_total(a, 1100, EVENT_WAIT_MS);
+    expect_total(b, 1100, EVENT_WAIT_MS);
+    stream_end(a);
+    sleep(3); /* the hub notices the client gone and frees its stream */
+    assert_int_equal(channel_count("twin"), 1);
+    produce(player, 100, 1);
+    expect_total(b, 1200, EVENT_WAIT_MS);
+    stream_end(b);
+    assert_true(wait_channels("twin", 0, 5000));
+}
+
+/* A player whose last stream went is unsubscribed; a stream opened afterwards, of another
+ * player or of the same one again, is subscribed and gets its updates. */
+static void test_stream_after_another_closed(void **state)
+{
+    (void)state;
+    skip_without_services();
+    char first[BP_ID_MAX + 1], second[BP_ID_MAX + 1];
+    player_name(first, sizeof(first), "seq-1");
+    player_name(second, sizeof(second), "seq-2");
+    stream_end(stream_start(HTTP_PORT, first, service_token, 0, NULL));
+    assert_true(wait_channels("seq-*", 0, 5000));
+
+    sse_t *s = stream_start(HTTP_PORT, second, service_token, 0, NULL);
+    produce(second, 300, 1);
+    expect_total(s, 300, EVENT_WAIT_MS);
+    stream_end(s);
+    assert_true(wait_channels("seq-*", 0, 5000));
+
+    s = stream_start(HTTP_PORT, first, service_token, 0, NULL);
+    produce(first, 400, 1);
+    expect_total(s, 400, EVENT_WAIT_MS);
+    stream_end(s);
+}
+
+/* Only the channels of players streamed here are subscribed, no pattern: the messages of
+ * other players never reach this process. */
+static void test_only_streamed_players_subscribed(void **state)
+{
+    (void)state;
+    skip_without_services();
+    char a[BP_ID_MAX + 1], b[BP_ID_MAX + 1], x[BP_ID_MAX + 1];
+    player_name(a, sizeof(a), "only-a");
+    player_name(b, sizeof(b), "only-b");
+    player_name(x, sizeof(x), "only-x");
+    sse_t *sa = stream_start(HTTP_PORT, a, service_token, 0, NULL);
+    sse_t *sb = stream_start(HTTP_PORT, b, service_token, 0, NULL);
+    produce(x, 10, 1); /* published, to nobody */
+    assert_true(wait_applied(x, 1, 10000));
+    assert_true(wait_channels("only-*", 2, 3000));
+    assert_int_equal(channel_count("only-a"), 1);
+    assert_int_equal(channel_count("only-b"), 1);
+    assert_int_equal(channel_count("only-x"), 0);
+    assert_int_equal(pattern_count(), 0);
+    produce(b, 20, 1);
+    expect_total(sb, 20, EVENT_WAIT_MS);
+    stream_end(sa);
+    stream_end(sb);
+    assert_true(wait_channels("only-*", 0, 5000));
+}
+
+/* Redis restarts (empty) under open streams: once back, the hub subscribes every streamed
+ * player again, more than one SUBSCRIBE's worth of channels, and updates arrive again. */
+static void test_redis_restart(void **state)
+{
+    (void)state;
+    skip_without_services();
+    enum { MANY = 300 }; /* over the 256 channels of one SUBSCRIBE */
+    if (!getenv("BP_RUN_DIR") || !getenv("BP_PG_PORT") || !getenv("BP_REDIS_PORT")) {
+        printf("no fault injection outside scripts/test: skipped\n");
+        skip();
+    }
+    char a[BP_ID_MAX + 1], b[BP_ID_MAX + 1];
+    player_name(a, sizeof(a), "rs-a");
+    player_name(b, sizeof(b), "rs-b");
+    int *fds = calloc(MANY, sizeof(*fds));
+    assert_int_equal(raw_streams(fds, MANY, "rs-", MANY), 0);
+    sse_t *a1 = stream_start(HTTP_PORT, a, service_token, 0, NULL);
+    sse_t *a2 = stream_start(HTTP_PORT, a, service_token, 0, NULL);
+    sse_t *sb = stream_start(HTTP_PORT, b, service_token, 0, NULL);
+    assert_true(wait_channels("rs-*", MANY + 2, 5000));
+
+    assert_true(it_fault("redis-restart"));
+    int64_t t0 = it_now_ms();
+    assert_true(wait_channels("rs-*", MANY + 2, 20000));
+    printf("%d channels subscribed again %lld ms after Redis restarted\n", MANY + 2,
+           (long long)(it_now_ms() - t0));
+    assert_int_equal(pattern_count(), 0);
+    /* The worker reconnects to Redis too: allow for it. */
+    produce(a, 1100, 1);
+    produce(b, 500, 1);
+    expect_total(a1, 1100, 30000);
+    expect_total(a2, 1100, EVENT_WAIT_MS);
+    expect_total(sb, 500, 30000);
+
+    for (int i = 0; i < MANY; i++)
+        close(fds[i]);
+    assert_true(wait_channels("rs-*", 2, 5000));
+    stream_end(a1);
+    stream_end(a2);
+    stream_end(sb);
+    assert_true(wait_channels("rs-*", 0, 5000));
+    free(fds);
 }
 
 /* A quiet stream gets a ": keep-alive" comment every 15 s. */
@@ -807,13 +995,10 @@ static void test_keep_alive(void **state)
 {
     (void)state;
     skip_without_services();
-    char player[BP_ID_MAX + 1], path[256];
+    char player[BP_ID_MAX + 1];
     player_name(player, sizeof(player), "quiet");
-    snprintf(path, sizeof(path), "/progress/%s/stream", player);
-    sse_t *s = calloc(1, sizeof(*s));
     int64_t t0 = it_now_ms();
-    assert_true(sse_open(s, HTTP_PORT, path, service_token));
-    json_decref(expect_event(s, "progress", EVENT_WAIT_MS));
+    sse_t *s = stream_start(HTTP_PORT, player, service_token, -1, NULL);
     while (!strstr(s->body, ": keep-alive\n\n") && it_now_ms() - t0 < 18000) {
         if (sse_fill(s, 1000))
             dechunk(s);
@@ -822,8 +1007,7 @@ static void test_keep_alive(void **state)
     printf("keep-alive after %lld ms\n", after);
     assert_non_null(strstr(s->body, ": keep-alive\n\n"));
     assert_true(after >= 14000);
-    sse_close(s);
-    free(s);
+    stream_end(s);
 }
 
 /* A second instance in the same consumer group: whichever worker applies the event, both
@@ -833,44 +1017,31 @@ static void test_second_instance(void **state)
 {
     (void)state;
     skip_without_services();
-    char player[BP_ID_MAX + 1], path[256], listen[64];
+    char player[BP_ID_MAX + 1], listen[64];
     player_name(player, sizeof(player), "p2");
-    snprintf(path, sizeof(path), "/progress/%s/stream", player);
     snprintf(listen, sizeof(listen), "BP_HTTP_LISTEN=127.0.0.1:%d", HTTP_PORT_B);
     const char *extra[] = {listen, NULL};
     pid_t b = it_daemon_start(&env, group, extra, "http-stream-daemon-b.log");
     assert_true(b > 0);
     assert_true(it_http_wait(HTTP_PORT_B, 15000));
 
-    sse_t *sa = calloc(1, sizeof(*sa)), *sb = calloc(1, sizeof(*sb));
-    assert_true(sse_open(sa, HTTP_PORT, path, service_token));
-    assert_true(sse_open(sb, HTTP_PORT_B, path, service_token));
-    assert_int_equal(sa->status, 200);
-    assert_int_equal(sb->status, 200);
-    json_decref(expect_event(sa, "progress", EVENT_WAIT_MS));
-    json_decref(expect_event(sb, "progress", EVENT_WAIT_MS));
+    sse_t *sa = stream_start(HTTP_PORT, player, service_token, -1, NULL);
+    sse_t *sb = stream_start(HTTP_PORT_B, player, service_token, -1, NULL);
     /* The group rebalances as B joins: allow for it. */
     produce(player, 1100, 1);
     for (int i = 0; i < 2; i++) {
-        json_t *o = expect_event(i ? sb : sa, "progress", 60000);
-        assert_int_equal(jint(o, "totalXp"), 1100);
-        json_decref(o);
+        expect_total(i ? sb : sa, 1100, 60000);
         expect_level_up(i ? sb : sa, 1, 2, 1100);
     }
-    sse_close(sa);
+    stream_end(sa);
 
     int64_t t0 = it_now_ms();
     int st = it_daemon_stop(b, SIGTERM, 30000);
     printf("second instance stopped with a stream open in %lld ms, status %d\n",
            (long long)(it_now_ms() - t0), st);
     assert_int_equal(st, 0);
-    sse_event_t ev;
-    while (sse_next(sb, 2000, &ev))
-        ;
-    assert_true(sb->ended || sb->closed);
-    sse_close(sb);
-    free(sa);
-    free(sb);
+    expect_end(sb);
+    stream_end(sb);
 }
 
 /* Last: SIGTERM with suspended streams open must end them and exit 0 promptly. */
@@ -878,15 +1049,11 @@ static void test_stop_with_streams_open(void **state)
 {
     (void)state;
     skip_without_services();
-    char player[BP_ID_MAX + 1], path[256];
+    char player[BP_ID_MAX + 1];
     player_name(player, sizeof(player), "p3");
-    snprintf(path, sizeof(path), "/progress/%s/stream", player);
-    sse_t *s = calloc(3, sizeof(*s));
-    for (int i = 0; i < 3; i++) {
-        assert_true(sse_open(&s[i], HTTP_PORT, path, service_token));
-        assert_int_equal(s[i].status, 200);
-        json_decref(expect_event(&s[i], "progress", EVENT_WAIT_MS));
-    }
+    sse_t *s[3];
+    for (int i = 0; i < 3; i++)
+        s[i] = stream_start(HTTP_PORT, player, service_token, -1, NULL);
     int64_t t0 = it_now_ms();
     int st = it_daemon_stop(daemon_pid, SIGTERM, 30000);
     daemon_pid = -1;
@@ -894,13 +1061,9 @@ static void test_stop_with_streams_open(void **state)
            (long long)(it_now_ms() - t0), st);
     assert_int_equal(st, 0);
     for (int i = 0; i < 3; i++) {
-        sse_event_t ev;
-        while (sse_next(&s[i], 2000, &ev))
-            ;
-        assert_true(s[i].ended || s[i].closed);
-        sse_close(&s[i]);
+        expect_end(s[i]);
+        stream_end(s[i]);
     }
-    free(s);
 }
 
 int main(void)
@@ -913,9 +1076,15 @@ int main(void)
         cmocka_unit_test(test_clients_going_away),
         cmocka_unit_test(test_limit_and_gone_clients),
         cmocka_unit_test(test_resync_after_reconnect),
+        cmocka_unit_test(test_two_streams_one_player),
+        cmocka_unit_test(test_stream_after_another_closed),
+        cmocka_unit_test(test_only_streamed_players_subscribed),
+        cmocka_unit_test(test_redis_restart),
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_second_instance),
         cmocka_unit_test(test_stop_with_streams_open),
     };
+    if (getenv("BP_TEST_FILTER")) /* e.g. BP_TEST_FILTER=test_redis_restart */
+        cmocka_set_test_filter(getenv("BP_TEST_FILTER"));
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
