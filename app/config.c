@@ -79,10 +79,13 @@ static const field_t fields[] = {
 
 #define N_FIELDS (sizeof(fields) / sizeof(fields[0]))
 
-/* Variables that .run/env carries for clients and the daemon ignores. */
-static const char *const client_vars[] = {"BP_HTTP_URL",         "BP_SAMPLE_SEASON", "BP_PG_PORT",
-                                          "BP_REDIS_PORT",       "BP_RUN_DIR",       "BP_HTTP_PORT",
-                                          "BP_DEVBROKER_CONTROL"};
+/* Variables that .run/env carries for clients, and the settings of scripts/services that the
+ * developer scripts export: the daemon ignores them without a warning. */
+static const char *const client_vars[] = {
+    "BP_HTTP_URL",          "BP_SAMPLE_SEASON", "BP_PG_PORT",
+    "BP_REDIS_PORT",        "BP_RUN_DIR",       "BP_HTTP_PORT",
+    "BP_DEVBROKER_CONTROL", "BP_BUILD_DIR",     "BP_DEVBROKER_PARTITIONS",
+    "BP_PG_SETTINGS"};
 
 static char **str_at(bp_config_t *c, const field_t *f)
 {
