@@ -3,6 +3,7 @@
 #include "app/metrics.h"
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,14 +56,19 @@ static const struct {
 };
 static _Atomic int64_t gauges[BP_G_COUNT];
 
-/* Consumer lag per input topic. */
-#define LAG_TOPICS_MAX 8
-static pthread_mutex_t lag_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    char topic[250];
-    int64_t lag;
-} lags[LAG_TOPICS_MAX];
-static size_t n_lags;
+/* A series per input topic (the first TOPICS_MAX distinct ones), under its own lock. */
+#define TOPICS_MAX 8
+typedef struct {
+    pthread_mutex_t lock;
+    struct {
+        char topic[250];
+        int64_t v;
+    } s[TOPICS_MAX];
+    size_t n;
+} topic_series_t;
+
+static topic_series_t lags = {PTHREAD_MUTEX_INITIALIZER, {{"", 0}}, 0};    /* consumer lag */
+static topic_series_t skipped = {PTHREAD_MUTEX_INITIALIZER, {{"", 0}}, 0}; /* messages lost */
 
 /* Claims by verdict (core/reward.h), in the order of bp_claim_verdict_t. */
 static const char *const claim_results[] = {
@@ -123,17 +129,28 @@ void bp_metrics_gauge(bp_gauge_t g, int64_t v)
         atomic_store(&gauges[g], v);
 }
 
+/* Set (or, with @p add, add to) the value of @p topic's series in @p t. */
+static void topic_series_put(topic_series_t *t, const char *topic, int64_t v, bool add)
+{
+    pthread_mutex_lock(&t->lock);
+    size_t i = 0;
+    while (i < t->n && strcmp(t->s[i].topic, topic) != 0)
+        i++;
+    if (i == t->n && t->n < TOPICS_MAX)
+        snprintf(t->s[t->n++].topic, sizeof(t->s[0].topic), "%s", topic);
+    if (i < t->n)
+        t->s[i].v = add ? t->s[i].v + v : v;
+    pthread_mutex_unlock(&t->lock);
+}
+
 void bp_metrics_consumer_lag(const char *topic, int64_t lag)
 {
-    pthread_mutex_lock(&lag_lock);
-    size_t i = 0;
-    while (i < n_lags && strcmp(lags[i].topic, topic) != 0)
-        i++;
-    if (i == n_lags && n_lags < LAG_TOPICS_MAX)
-        snprintf(lags[n_lags++].topic, sizeof(lags[0].topic), "%s", topic);
-    if (i < n_lags)
-        lags[i].lag = lag;
-    pthread_mutex_unlock(&lag_lock);
+    topic_series_put(&lags, topic, lag, false);
+}
+
+void bp_metrics_skipped(const char *topic, uint64_t n)
+{
+    topic_series_put(&skipped, topic, (int64_t)n, true);
 }
 
 void bp_metrics_claim(bp_claim_verdict_t v)
@@ -188,6 +205,19 @@ static void render_histogram(FILE *f, const char *name, const char *help, histog
     fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
     fprintf(f, "%s_sum %.6f\n%s_count %llu\n", name, (double)atomic_load(&h->sum_micro) / 1e6, name,
             (unsigned long long)cum);
+}
+
+static void render_topic_series(FILE *f, const char *name, const char *type, const char *help,
+                                topic_series_t *t)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < t->n; i++) {
+        fprintf(f, "%s{topic=\"", name);
+        label_value(f, t->s[i].topic);
+        fprintf(f, "\"} %lld\n", (long long)t->s[i].v);
+    }
+    pthread_mutex_unlock(&t->lock);
 }
 
 static void render_http(FILE *f)
@@ -249,16 +279,14 @@ char *bp_metrics_render(size_t *len)
         fprintf(f, "# HELP %s %s\n# TYPE %s gauge\n%s %lld\n", gauge_info[g].name,
                 gauge_info[g].help, gauge_info[g].name, gauge_info[g].name,
                 (long long)atomic_load(&gauges[g]));
-    fprintf(f, "# HELP bp_consumer_lag Messages not yet applied on the partitions this process "
-               "is assigned: high watermark minus the next offset to apply, summed per topic.\n"
-               "# TYPE bp_consumer_lag gauge\n");
-    pthread_mutex_lock(&lag_lock);
-    for (size_t i = 0; i < n_lags; i++) {
-        fputs("bp_consumer_lag{topic=\"", f);
-        label_value(f, lags[i].topic);
-        fprintf(f, "\"} %lld\n", (long long)lags[i].lag);
-    }
-    pthread_mutex_unlock(&lag_lock);
+    render_topic_series(f, "bp_consumer_lag", "gauge",
+                        "Messages not yet applied on the partitions this process is assigned: "
+                        "high watermark minus the next offset to apply, summed per topic.",
+                        &lags);
+    render_topic_series(f, "bp_messages_skipped_total", "counter",
+                        "Messages of the input topics lost before they were applied: the "
+                        "partition's log no longer held them (retention) when the worker read on.",
+                        &skipped);
     render_histogram(f, "bp_batch_messages", "Messages per committed batch.", &batch_size);
     render_histogram(f, "bp_batch_apply_seconds", "Time to apply and commit a batch in PostgreSQL.",
                      &batch_seconds);

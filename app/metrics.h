@@ -48,6 +48,14 @@ void bp_metrics_gauge(bp_gauge_t g, int64_t v);
 void bp_metrics_consumer_lag(const char *topic, int64_t lag);
 
 /**
+ * Add @p n to bp_messages_skipped_total{topic}: messages of input topic @p topic lost before
+ * they were applied (the partition's log no longer held them when the worker read on, e.g.
+ * retention deleted them). n = 0 makes the series appear. The first 8 distinct topics are
+ * kept.
+ */
+void bp_metrics_skipped(const char *topic, uint64_t n);
+
+/**
  * Count one reward claim answered (POST /rewards/{playerId}/claim or /claim-all) by its
  * verdict: BP_CLAIM_OK as granted, every other one as refused with its reason
  * (bp_claims_total{result=...}).

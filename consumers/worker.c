@@ -48,6 +48,7 @@ typedef struct {
     int64_t batch_start; /* offset of its first message in the current batch, -1 if none */
     int64_t next_offset; /* offset after its last message in the current batch */
     int64_t applied;     /* next offset stored in PostgreSQL (-1: nothing ever stored) */
+    int64_t counted_to;  /* loss counted up to here (check_skipped; -1: none) */
 } part_t;
 
 /* A PremiumGranted of the batch, with what the DLQ would need if it is refused. */
@@ -246,12 +247,59 @@ static bp_err_t take_premium(worker_t *w, const rd_kafka_message_t *m, const cha
     return BP_OK;
 }
 
+/*
+ * Messages lost before they were read: @p expected is the offset the partition should go on
+ * from (-1: nothing stored yet, wherever it starts is right), @p got the offset of the
+ * message that came, @p log_start the partition's first offset still on the broker (-1:
+ * unknown). Offsets may have gaps that lose nothing (transaction markers, compaction); a gap
+ * is a loss only where the log no longer reaches back to the expected offset: retention
+ * deleted those messages, and auto.offset.reset moved the consumer on without a word.
+ * @return how many were lost, 0 when none.
+ */
+static int64_t skipped_messages(int64_t expected, int64_t got, int64_t log_start)
+{
+    if (expected < 0 || got <= expected || log_start <= expected)
+        return 0;
+    return (got < log_start ? got : log_start) - expected;
+}
+
+/* Count and log loudly the messages of @p p lost before @p m (skipped_messages), once: a
+ * batch rewound after a failure reads the same gap again. */
+static void check_skipped(worker_t *w, part_t *p, const rd_kafka_message_t *m)
+{
+    int64_t expected = p->batch_start >= 0 ? p->next_offset : p->applied;
+    if (p->counted_to > expected)
+        expected = p->counted_to;
+    if (expected < 0 || m->offset <= expected)
+        return; /* the usual case: no gap, no broker call */
+    const char *topic = w->topics[p->topic];
+    int64_t lo = RD_KAFKA_OFFSET_INVALID, hi = RD_KAFKA_OFFSET_INVALID;
+    /* The log start of the last fetch response; asked of the broker only when unknown. */
+    if (rd_kafka_get_watermark_offsets(w->rk, topic, p->partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        lo < 0)
+        (void)rd_kafka_query_watermark_offsets(w->rk, topic, p->partition, &lo, &hi, 2000);
+    int64_t n = skipped_messages(expected, m->offset, lo);
+    if (n == 0)
+        return;
+    BP_LOG_ERROR("messages lost: the partition's log starts past the offset to consume next "
+                 "(deleted by retention before they were applied)",
+                 "\"topic\":\"%s\",\"partition\":%d,\"storedOffset\":%lld,"
+                 "\"expectedOffset\":%lld,\"resumedOffset\":%lld,\"logStartOffset\":%lld,"
+                 "\"skipped\":%lld",
+                 topic, (int)p->partition, (long long)p->applied, (long long)expected,
+                 (long long)m->offset, (long long)lo, (long long)n);
+    bp_metrics_skipped(topic, (uint64_t)n);
+    p->counted_to = m->offset;
+}
+
 static bp_err_t add_message(worker_t *w, const rd_kafka_message_t *m)
 {
     int t = topic_index(w, rd_kafka_topic_name(m->rkt));
     part_t *p = t < 0 ? NULL : find_part(w, t, m->partition);
     if (!p)
         return BP_OK; /* left over from a revoked assignment */
+    check_skipped(w, p, m);
     const char *why = NULL;
     bp_err_t err = t == T_XP ? take_xp(w, m, &why) : take_premium(w, m, &why);
     if (err == BP_EINVAL)
@@ -500,7 +548,7 @@ static void on_assign(worker_t *w, rd_kafka_topic_partition_list_t *parts)
         rd_kafka_topic_partition_t *e =
             rd_kafka_topic_partition_list_find(parts, st[i].topic, st[i].partition);
         e->offset = st[i].next_offset >= 0 ? st[i].next_offset : RD_KAFKA_OFFSET_BEGINNING;
-        np[i] = (part_t){topic_of[i], st[i].partition, st[i].epoch, -1, -1, st[i].next_offset};
+        np[i] = (part_t){topic_of[i], st[i].partition, st[i].epoch, -1, -1, st[i].next_offset, -1};
         BP_LOG_INFO("partition assigned",
                     "\"topic\":\"%s\",\"partition\":%d,\"offset\":%lld,\"epoch\":%lld", st[i].topic,
                     (int)st[i].partition, (long long)st[i].next_offset, (long long)st[i].epoch);
@@ -551,6 +599,8 @@ static bp_err_t make_consumer(worker_t *w)
         {"group.id", c->group},
         {"enable.auto.commit", "false"},
         {"enable.auto.offset.store", "false"},
+        /* A stored offset the log no longer holds (retention) resumes at the log start:
+         * what lay between is lost, and check_skipped counts and logs it. */
         {"auto.offset.reset", "earliest"},
         {"session.timeout.ms", session},
         {"enable.partition.eof", "false"},
@@ -586,6 +636,8 @@ static bp_err_t make_consumer(worker_t *w)
         return BP_EFATAL;
     }
     rd_kafka_poll_set_consumer(w->rk);
+    for (int t = 0; t < T_COUNT; t++)
+        bp_metrics_skipped(w->topics[t], 0); /* the series exist from the start, at 0 */
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(T_COUNT);
     for (int t = 0; t < T_COUNT; t++)
         rd_kafka_topic_partition_list_add(topics, w->topics[t], RD_KAFKA_PARTITION_UA);

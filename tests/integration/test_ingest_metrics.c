@@ -332,6 +332,8 @@ static void test_exposition(void **state)
         LAG_PREMIUM,
         "bp_batch_commit_seconds_sum",
         "bp_outbox_relayed_total",
+        "bp_messages_skipped_total{topic=\"battlepass.xp-events\"}",
+        "bp_messages_skipped_total{topic=\"battlepass.premium-events\"}",
     };
     for (size_t i = 0; i < sizeof(series) / sizeof(series[0]); i++)
         if (sample(series[i]) < 0)
@@ -340,6 +342,7 @@ static void test_exposition(void **state)
     assert_non_null(strstr(body, "# TYPE bp_outbox_backlog gauge\n"));
     assert_non_null(strstr(body, "# TYPE bp_batch_commit_seconds histogram\n"));
     assert_non_null(strstr(body, "# TYPE bp_claims_total counter\n"));
+    assert_non_null(strstr(body, "# TYPE bp_messages_skipped_total counter\n"));
     FILE *f = fopen("ingest-metrics.txt", "w");
     assert_non_null(f);
     fputs(body, f);
