@@ -5,7 +5,9 @@
  * keyed by its playerId, as the service expects. What is produced is deterministic given
  * --prefix and --seed, and needs no per-event storage:
  *
- *   - originals are numbered k = 0, 1, 2, ...; event k has eventId "<prefix>-e<k>", a
+ *   - originals are numbered k = 0, 1, 2, ...; event k has eventId "<prefix>-e<k>" (with
+ *     --random-ids "<prefix>-e<mix64(k)>": a bijection of k, so still unique, but in no
+ *     order, as UUIDs would be: the ledger's primary key then takes a random page per event), a
  *     player "<prefix>-p<i>" with i drawn from a hash of (seed, k) (uniform over --players,
  *     or Zipf with --zipf S) and an amount of 1 + hash % --amount-max;
  *   - each message is, with probability --dup-pct, an exact repeat of a random earlier
@@ -90,6 +92,7 @@ struct options {
     bool stamp;
     bool idempotent;
     bool dry_run;
+    bool random_ids;
     bool help;
     const char *props[MAX_PROPS]; /* -X name=value, in order */
     int n_props;
@@ -130,6 +133,7 @@ static const opt_t opts[] = {
                       "percent of messages that repeat an earlier event "
                       "exactly (default 5)")},
     {"--prefix", STR(prefix, "STR", "prefix of event and player ids (default lg<pid>-<time>)")},
+    {"--random-ids", FLAG(random_ids, "eventIds in random order (like UUIDs), not ascending")},
     {"--seed", U64(seed, 0, 1.8e19, "seed of players, amounts and duplicates (default 1)")},
     {"--amount-max", U64(amount_max, 1, BP_XP_AMOUNT_MAX, "amounts are 1..N (default 100)")},
     {"--reason", STR(reason, "STR", "reason of every event (default match_complete)")},
@@ -486,7 +490,7 @@ static uint64_t gen_fill(gen_t *g, uint64_t k)
     } else {
         player = h % o->players;
     }
-    put_u64(g->ev.event_id + g->eid_at, k);
+    put_u64(g->ev.event_id + g->eid_at, o->random_ids ? mix64(k) : k);
     put_u64(g->ev.player_id + g->pid_at, player);
     g->ev.amount = (int32_t)(1 + mix64(h) % o->amount_max);
     return player;

@@ -213,6 +213,36 @@ static uint64_t id_number(const char *s, const char *prefix, const char *tag)
     return *end == '\0' ? v : UINT64_MAX;
 }
 
+/* --random-ids: loadgen's eventId of original k is mix64(k) (splitmix64's finalizer, a
+ * bijection), so the number in an id is mapped back to k through this table of (mix64(k), k)
+ * for k < EVENTS, sorted by the first. Empty: ids are k itself. */
+typedef struct {
+    uint64_t id, k;
+} id_map_t;
+static id_map_t *id_map;
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int cmp_id_map(const void *a, const void *b)
+{
+    uint64_t x = ((const id_map_t *)a)->id, y = ((const id_map_t *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* k of the number @p v of an eventId, UINT64_MAX when it is no original's. */
+static uint64_t original_of(uint64_t v)
+{
+    if (!id_map || v == UINT64_MAX)
+        return v;
+    id_map_t key = {v, 0}, *hit = bsearch(&key, id_map, EVENTS, sizeof(*id_map), cmp_id_map);
+    return hit ? hit->k : UINT64_MAX;
+}
+
 /* Read [from[p], to[p]) of every partition and decode each message. @return the count. */
 static size_t read_back(int np, const int64_t *from, const int64_t *to, seen_t *out, size_t cap,
                         const char *prefix, int64_t t0, int64_t t1)
@@ -273,7 +303,7 @@ static size_t read_back(int np, const int64_t *from, const int64_t *to, seen_t *
         assert_string_equal(ev.season_id, "");
         assert_true(ev.occurred_at_ms >= t0 - 1000 && ev.occurred_at_ms <= t1 + 1000);
         seen_t *s = &out[n++];
-        s->k = id_number(ev.event_id, prefix, "-e");
+        s->k = original_of(id_number(ev.event_id, prefix, "-e"));
         s->player = id_number(ev.player_id, prefix, "-p");
         if (s->k == UINT64_MAX || s->player == UINT64_MAX)
             fail_msg("ids %s / %s do not follow prefix %s", ev.event_id, ev.player_id, prefix);
@@ -293,10 +323,10 @@ static size_t read_back(int np, const int64_t *from, const int64_t *to, seen_t *
     return n;
 }
 
-/* 20,000 messages with 5% duplicates as fast as possible, then everything checked. */
-static void test_produce_and_read_back(void **state)
+/* 20,000 messages with 5% duplicates as fast as possible, then everything checked; with
+ * @p random_ids, each eventId must be mix64 of its original's number (unique, unordered). */
+static void produce_and_read_back(bool random_ids)
 {
-    (void)state;
     if (!bootstrap)
         skip();
     int64_t before[MAX_PARTITIONS], after[MAX_PARTITIONS];
@@ -305,10 +335,21 @@ static void test_produce_and_read_back(void **state)
     snprintf(prefix, sizeof(prefix), "lgt%d-%" PRId64, (int)getpid(), it_now_ms());
     snprintf(events, sizeof(events), "%d", EVENTS);
     snprintf(dup, sizeof(dup), "%d", DUP_PCT);
-    const char *args[] = {"--bootstrap", bootstrap, "--topic",   TOPIC, "--subject", SUBJECT,
-                          "--events",    events,    "--dup-pct", dup,   "--players", "5000",
-                          "--prefix",    prefix,    "--seed",    "42",  "--rate",    "0",
-                          "--quiet",     "--json",  NULL};
+    const char *args[] = {"--bootstrap", bootstrap,   "--topic",
+                          TOPIC,         "--subject", SUBJECT,
+                          "--events",    events,      "--dup-pct",
+                          dup,           "--players", "5000",
+                          "--prefix",    prefix,      "--seed",
+                          "42",          "--rate",    "0",
+                          "--quiet",     "--json",    random_ids ? "--random-ids" : NULL,
+                          NULL};
+    if (random_ids) {
+        id_map = calloc(EVENTS, sizeof(*id_map));
+        assert_non_null(id_map);
+        for (uint64_t k = 0; k < EVENTS; k++)
+            id_map[k] = (id_map_t){mix64(k), k};
+        qsort(id_map, EVENTS, sizeof(*id_map), cmp_id_map);
+    }
     int64_t t0 = it_now_ms();
     assert_int_equal(run_loadgen(args, out, sizeof(out)), 0);
     int64_t t1 = it_now_ms();
@@ -365,7 +406,21 @@ static void test_produce_and_read_back(void **state)
         free(seen[i].value);
     free(seen);
     free(players);
+    free(id_map);
+    id_map = NULL;
     json_decref(j);
+}
+
+static void test_produce_and_read_back(void **state)
+{
+    (void)state;
+    produce_and_read_back(false);
+}
+
+static void test_random_ids(void **state)
+{
+    (void)state;
+    produce_and_read_back(true);
 }
 
 /* --rate holds the pace: 3,000 messages at 6,000/s take about half a second. */
@@ -436,6 +491,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_produce_and_read_back),
+        cmocka_unit_test(test_random_ids),
         cmocka_unit_test(test_rate),
         cmocka_unit_test(test_deterministic),
         cmocka_unit_test(test_failures_are_reported),
