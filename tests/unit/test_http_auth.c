@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "http/auth.h"
+#include "tests/support_jwt.h"
 
 #define SECRET "test-secret-0123456789"
 #define NOW 1767225600LL /* 2026-01-01T00:00:00Z */
@@ -21,46 +22,21 @@ static const bp_auth_config_t cfg = {SECRET, "bp-test", "battlepass", 0, BP_AUTH
 /** The RS256 test keys: the pinned key pair, and another private key. */
 static char *rs_public, *rs_private, *other_private;
 
-/** Mint an HS256 (or @p alg) token over @p claims with @p secret. @return heap string. */
-static char *mint_alg(jwt_alg_t alg, const char *secret, const char *claims)
-{
-    jwt_t *j = NULL;
-    assert_int_equal(jwt_new(&j), 0);
-    assert_int_equal(jwt_add_grants_json(j, claims), 0);
-    assert_int_equal(jwt_set_alg(j, alg, (const unsigned char *)secret, (int)strlen(secret)), 0);
-    char *tok = jwt_encode_str(j);
-    assert_non_null(tok);
-    jwt_free(j);
-    return tok;
-}
-
+/** Mint an HS256 token over @p claims with @p secret (other algorithms: tjwt_mint).
+ *  @return heap string. */
 static char *mint(const char *secret, const char *claims)
 {
-    return mint_alg(JWT_ALG_HS256, secret, claims);
+    return tjwt_mint(JWT_ALG_HS256, secret, claims);
 }
 
-/** @return base64url (unpadded) of @p s, heap. */
-static char *b64url(const char *s)
+/** Valid claims for p1, padded past BP_AUTH_TOKEN_MAX: a validly signed token of them is
+ *  still too large. @return heap string. */
+static char *oversized_claims(void)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t n = strlen(s), o = 0;
-    char *out = malloc(n * 4 / 3 + 4);
-    assert_non_null(out);
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)(unsigned char)s[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)(unsigned char)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (uint32_t)(unsigned char)s[i + 2];
-        out[o++] = tab[(v >> 18) & 63];
-        out[o++] = tab[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = tab[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = tab[v & 63];
-    }
-    out[o] = '\0';
-    return out;
+    char c[256];
+    snprintf(c, sizeof(c),
+             "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}", NOW + 60);
+    return tjwt_padded(c, BP_AUTH_TOKEN_MAX);
 }
 
 /** "Bearer " + @p tok into a heap string; frees @p tok. */
@@ -191,46 +167,24 @@ static void test_verify_table(void **state)
         CASE("oversized", big, BP_AUTH_MALFORMED, 401);
     }
     {
-        char *pad = malloc(BP_AUTH_TOKEN_MAX + 1);
-        assert_non_null(pad);
-        memset(pad, 'x', BP_AUTH_TOKEN_MAX);
-        pad[BP_AUTH_TOKEN_MAX] = '\0';
-        char *claims = malloc(BP_AUTH_TOKEN_MAX + 256);
-        assert_non_null(claims);
-        snprintf(claims, BP_AUTH_TOKEN_MAX + 256,
-                 "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\","
-                 "\"pad\":\"%s\"}",
-                 NOW + 60, pad);
+        char *claims = oversized_claims();
         CASE("oversized but validly signed", token_claims(claims), BP_AUTH_MALFORMED, 401);
-        free(pad);
         free(claims);
     }
     {
         char *c = std_claims("p1", "player", "");
         CASE("wrong secret", bearer(mint("another-secret", c)), BP_AUTH_BAD_SIGNATURE, 401);
-        CASE("HS512", bearer(mint_alg(JWT_ALG_HS512, SECRET, c)), BP_AUTH_BAD_ALG, 401);
+        CASE("HS512", bearer(tjwt_mint(JWT_ALG_HS512, SECRET, c)), BP_AUTH_BAD_ALG, 401);
         /* alg none, built by hand: header . payload . empty signature */
-        char *h = b64url("{\"alg\":\"none\",\"typ\":\"JWT\"}");
-        char *p = b64url(c);
-        snprintf(buf, sizeof(buf), "Bearer %s.%s.", h, p);
-        CASE("alg none", strdup(buf), BP_AUTH_BAD_ALG, 401);
-        free(h);
-        h = b64url("{\"typ\":\"JWT\"}");
-        snprintf(buf, sizeof(buf), "Bearer %s.%s.", h, p);
-        CASE("no alg", strdup(buf), BP_AUTH_BAD_ALG, 401);
-        free(h);
+        CASE("alg none", bearer(tjwt_unsigned("{\"alg\":\"none\",\"typ\":\"JWT\"}", c)),
+             BP_AUTH_BAD_ALG, 401);
+        CASE("no alg", bearer(tjwt_unsigned("{\"typ\":\"JWT\"}", c)), BP_AUTH_BAD_ALG, 401);
         /* A valid signature over other claims, payload swapped for an admin one. */
         char *good = mint(SECRET, c);
         char *admin = std_claims("p1", "admin", "");
-        char *ap = b64url(admin);
-        char *dot1 = strchr(good, '.'), *dot2 = strchr(dot1 + 1, '.');
-        *dot1 = '\0';
-        snprintf(buf, sizeof(buf), "Bearer %s.%s%s", good, ap, dot2);
-        CASE("payload swapped", strdup(buf), BP_AUTH_BAD_SIGNATURE, 401);
+        CASE("payload swapped", bearer(tjwt_swap_payload(good, admin)), BP_AUTH_BAD_SIGNATURE, 401);
         free(good);
         free(admin);
-        free(ap);
-        free(p);
         free(c);
     }
     snprintf(buf, sizeof(buf),
@@ -521,39 +475,31 @@ static void test_rs256_table(void **state)
             nm, hdr, w, st                                                                         \
         }                                                                                          \
     }
-#define RS(claims) bearer(mint_alg(JWT_ALG_RS256, rs_private, claims))
+#define RS(claims) bearer(tjwt_mint(JWT_ALG_RS256, rs_private, claims))
     char *c = std_claims("p1", "player", "");
 
     RCASE(&rs, "RS256 valid", RS(c), BP_AUTH_OK, 200);
-    RCASE(&rs, "RS256 other key", bearer(mint_alg(JWT_ALG_RS256, other_private, c)),
+    RCASE(&rs, "RS256 other key", bearer(tjwt_mint(JWT_ALG_RS256, other_private, c)),
           BP_AUTH_BAD_SIGNATURE, 401);
     RCASE(&rs, "confusion: HS256 with the public key as secret",
-          bearer(mint_alg(JWT_ALG_HS256, rs_public, c)), BP_AUTH_BAD_ALG, 401);
+          bearer(tjwt_mint(JWT_ALG_HS256, rs_public, c)), BP_AUTH_BAD_ALG, 401);
     RCASE(&hs_pub, "the confusion token is validly signed",
-          bearer(mint_alg(JWT_ALG_HS256, rs_public, c)), BP_AUTH_OK, 200);
+          bearer(tjwt_mint(JWT_ALG_HS256, rs_public, c)), BP_AUTH_OK, 200);
     RCASE(&rs, "HS256 with the shared secret", bearer(mint(SECRET, c)), BP_AUTH_BAD_ALG, 401);
     RCASE(&cfg, "RS256 while HS256 is pinned", RS(c), BP_AUTH_BAD_ALG, 401);
-    RCASE(&rs, "RS384 with the right key", bearer(mint_alg(JWT_ALG_RS384, rs_private, c)),
+    RCASE(&rs, "RS384 with the right key", bearer(tjwt_mint(JWT_ALG_RS384, rs_private, c)),
           BP_AUTH_BAD_ALG, 401);
     RCASE(&rs_nokey, "RS256 pinned, no key", RS(c), BP_AUTH_BAD_SIGNATURE, 401);
     {
-        char *h = b64url("{\"alg\":\"none\",\"typ\":\"JWT\"}");
-        char *p = b64url(c);
-        snprintf(buf, sizeof(buf), "Bearer %s.%s.", h, p);
-        RCASE(&rs, "alg none", strdup(buf), BP_AUTH_BAD_ALG, 401);
-        free(h);
-        free(p);
+        RCASE(&rs, "alg none", bearer(tjwt_unsigned("{\"alg\":\"none\",\"typ\":\"JWT\"}", c)),
+              BP_AUTH_BAD_ALG, 401);
         /* A valid RS256 signature over other claims, payload swapped for an admin one. */
-        char *good = mint_alg(JWT_ALG_RS256, rs_private, c);
+        char *good = tjwt_mint(JWT_ALG_RS256, rs_private, c);
         char *admin = std_claims("p1", "admin", "");
-        char *ap = b64url(admin);
-        char *dot1 = strchr(good, '.'), *dot2 = strchr(dot1 + 1, '.');
-        *dot1 = '\0';
-        snprintf(buf, sizeof(buf), "Bearer %s.%s%s", good, ap, dot2);
-        RCASE(&rs, "tampered payload", strdup(buf), BP_AUTH_BAD_SIGNATURE, 401);
+        RCASE(&rs, "tampered payload", bearer(tjwt_swap_payload(good, admin)),
+              BP_AUTH_BAD_SIGNATURE, 401);
         free(good);
         free(admin);
-        free(ap);
     }
     snprintf(buf, sizeof(buf),
              "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\"}", NOW - 1);
@@ -575,18 +521,8 @@ static void test_rs256_table(void **state)
     RCASE(&rs, "missing exp", RS("{\"sub\":\"p1\",\"iss\":\"bp-test\",\"aud\":\"battlepass\"}"),
           BP_AUTH_BAD_CLAIMS, 401);
     {
-        char *pad = malloc(BP_AUTH_TOKEN_MAX + 1);
-        assert_non_null(pad);
-        memset(pad, 'x', BP_AUTH_TOKEN_MAX);
-        pad[BP_AUTH_TOKEN_MAX] = '\0';
-        char *claims = malloc(BP_AUTH_TOKEN_MAX + 256);
-        assert_non_null(claims);
-        snprintf(claims, BP_AUTH_TOKEN_MAX + 256,
-                 "{\"sub\":\"p1\",\"exp\":%lld,\"iss\":\"bp-test\",\"aud\":\"battlepass\","
-                 "\"pad\":\"%s\"}",
-                 NOW + 60, pad);
+        char *claims = oversized_claims();
         RCASE(&rs, "oversized but validly signed", RS(claims), BP_AUTH_MALFORMED, 401);
-        free(pad);
         free(claims);
     }
     free(c);
