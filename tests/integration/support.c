@@ -1,6 +1,11 @@
 /** @file Integration-test helpers: real services only (PostgreSQL, Redis, devbroker). */
 #include "tests/integration/support.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+
+#include <cmocka.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -511,12 +516,18 @@ int it_http(uint16_t port, const char *method, const char *path, const char *tok
         close(fd);
         return -1;
     }
+    int status = it_http_read(fd, out, out_len, headers, headers_len);
+    close(fd);
+    return status;
+}
+
+int it_http_read(int fd, char *out, size_t out_len, char *headers, size_t headers_len)
+{
     static __thread char resp[1 << 20];
     size_t got = 0;
     for (ssize_t r;
          got < sizeof(resp) - 1 && (r = read(fd, resp + got, sizeof(resp) - 1 - got)) > 0;)
         got += (size_t)r;
-    close(fd);
     resp[got] = '\0';
     int status = -1;
     if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
@@ -527,6 +538,24 @@ int it_http(uint16_t port, const char *method, const char *path, const char *tok
     if (headers && headers_len)
         snprintf(headers, headers_len, "%.*s", b ? (int)(b - resp) : 0, resp);
     return status;
+}
+
+void it_path_expand(char *out, size_t len, const char *tmpl, const char *player,
+                    const char *season_id)
+{
+    size_t o = 0;
+    for (const char *t = tmpl; *t && o + 1 < len; t++) {
+        const char *sub = strncmp(t, "{p}", 3) == 0   ? player
+                          : strncmp(t, "{s}", 3) == 0 ? season_id
+                                                      : NULL;
+        if (sub) {
+            o += (size_t)snprintf(out + o, len - o, "%s", sub);
+            t += 2;
+        } else {
+            out[o++] = *t;
+        }
+    }
+    out[o < len ? o : len - 1] = '\0';
 }
 
 int it_http_get(uint16_t port, const char *path, const char *token, char *body, size_t body_len)
@@ -671,4 +700,174 @@ size_t it_levelups_wait(const it_env_t *env, const char *prefix, char **want, si
     }
     bp_codec_destroy(codec);
     return n_seen;
+}
+
+void it_sample_season_path(const it_env_t *env, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/schemas/seasons/sample-season.json", env->source_dir);
+}
+
+void it_run_prefix(char *buf, size_t len, const char *tag)
+{
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    snprintf(buf, len, "%s%d-%04x-", tag, (int)getpid(), (unsigned)rand() & 0xffff);
+}
+
+bool it_store_open(const it_env_t *env, bp_pg_t **pg, bp_season_list_t *seasons, PGconn **db)
+{
+    if (bp_pg_connect(env->db_dsn, pg) != BP_OK || bp_pg_seasons_load(*pg, seasons) != BP_OK) {
+        fprintf(stderr, "%s: cannot connect or load the seasons\n", env->db_name);
+        return false;
+    }
+    return (*db = it_pg_connect(env)) != NULL;
+}
+
+void it_store_close(bp_pg_t *pg, bp_season_list_t *seasons, PGconn *db)
+{
+    bp_season_list_fini(seasons);
+    bp_pg_destroy(pg);
+    if (db)
+        PQfinish(db);
+}
+
+PGconn *it_pg_connect(const it_env_t *env)
+{
+    PGconn *db = PQconnectdb(env->db_dsn);
+    if (PQstatus(db) != CONNECTION_OK) {
+        fprintf(stderr, "%s: %s", env->db_name, PQerrorMessage(db));
+        PQfinish(db);
+        return NULL;
+    }
+    return db;
+}
+
+static PGresult *vquery(PGconn *db, ExecStatusType want, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static PGresult *vquery(PGconn *db, ExecStatusType want, const char *fmt, va_list ap)
+{
+    char sql[2048];
+    int n = vsnprintf(sql, sizeof(sql), fmt, ap);
+    if (n < 0 || (size_t)n >= sizeof(sql))
+        fail_msg("SQL of %d bytes does not fit: %.200s", n, fmt);
+    PGresult *r = PQexec(db, sql);
+    if (PQresultStatus(r) != want)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    return r;
+}
+
+PGresult *it_pg_query(PGconn *db, ExecStatusType want, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *r = vquery(db, want, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+long long it_pg_int(PGconn *db, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PGresult *r = vquery(db, PGRES_TUPLES_OK, fmt, ap);
+    va_end(ap);
+    long long v = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? atoll(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    return v;
+}
+
+void it_pg_exec(PGconn *db, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PQclear(vquery(db, PGRES_COMMAND_OK, fmt, ap));
+    va_end(ap);
+}
+
+void it_progress_set(PGconn *db, const bp_season_t *s, const char *player, int64_t xp,
+                     int32_t level)
+{
+    if (level == 0)
+        level = bp_level_for_xp(s, xp).level;
+    it_pg_exec(db,
+               "INSERT INTO player_progress (player_id, season_id, total_xp, earned_xp, paid_xp,"
+               " level) VALUES ('%s', '%s', %lld, %lld, 0, %d)"
+               " ON CONFLICT (player_id, season_id) DO UPDATE SET total_xp = EXCLUDED.total_xp,"
+               " earned_xp = EXCLUDED.earned_xp, paid_xp = 0, level = EXCLUDED.level",
+               player, s->id, (long long)xp, (long long)xp, (int)level);
+}
+
+it_claim_rows_t it_claim_rows(PGconn *db, const char *player, bool prefix, const char *topic)
+{
+    static const char *const column[4] = {"player_id", "player_id", "key", "player_id"};
+    char cond[4][200], on_topic[160] = "";
+    for (int i = 0; i < 4; i++) {
+        if (prefix) /* compared as text: ids may hold LIKE's wildcard _ */
+            snprintf(cond[i], sizeof(cond[i]), "left(%s, %zu) = '%s'", column[i], strlen(player),
+                     player);
+        else
+            snprintf(cond[i], sizeof(cond[i]), "%s = '%s'", column[i], player);
+    }
+    if (topic)
+        snprintf(on_topic, sizeof(on_topic), " AND topic = '%s'", topic);
+    PGresult *r = it_pg_query(db, PGRES_TUPLES_OK,
+                              "SELECT (SELECT count(*) FROM reward_claims WHERE %s),"
+                              " (SELECT count(*) FROM audit_log WHERE %s),"
+                              " (SELECT count(*) FROM outbox WHERE %s%s),"
+                              " (SELECT count(*) FROM player_progress WHERE %s)",
+                              cond[0], cond[1], cond[2], on_topic, cond[3]);
+    it_claim_rows_t c = {atoll(PQgetvalue(r, 0, 0)), atoll(PQgetvalue(r, 0, 1)),
+                         atoll(PQgetvalue(r, 0, 2)), atoll(PQgetvalue(r, 0, 3))};
+    PQclear(r);
+    return c;
+}
+
+int it_claim_http(uint16_t port, const char *player, const char *token, int level, const char *tier,
+                  char *out, size_t out_len)
+{
+    char path[128], body[96];
+    snprintf(path, sizeof(path), "/rewards/%s/claim", player);
+    snprintf(body, sizeof(body), "{\"level\":%d,\"tier\":\"%s\"}", level, tier);
+    return it_http(port, "POST", path, token, NULL, body, out, out_len, NULL, 0);
+}
+
+json_t *it_reward_grants(const it_env_t *env, const char *key, int timeout_ms)
+{
+    char sql[512];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outbox WHERE key = '%s'", key);
+    long long pending = -1;
+    for (int waited = 0; waited < timeout_ms; waited += 100) {
+        if ((pending = it_sql_int(env, sql)) == 0)
+            break;
+        it_sleep_ms(100);
+    }
+    if (pending != 0)
+        fail_msg("the outbox still holds %lld row(s) keyed %s after %d ms", pending, key,
+                 timeout_ms);
+    char dir[1024], why[256];
+    snprintf(dir, sizeof(dir), "%s/schemas/avro", env->source_dir);
+    bp_codec_t *codec;
+    assert_int_equal(bp_codec_new(dir, &codec, why, sizeof(why)), BP_OK);
+    const char *topic = "battlepass.reward-grants";
+    int32_t want_id = bp_codec_subject_id(codec, "battlepass.reward-grants-value");
+    it_msg_t *msgs;
+    size_t n = it_consume_all(env, topic, &msgs);
+    json_t *events = json_array();
+    assert_non_null(events);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(msgs[i].key, key) != 0)
+            continue;
+        char *text = NULL;
+        int32_t id = 0;
+        const char *err = NULL;
+        assert_int_equal(bp_codec_decode_json(codec, msgs[i].value, msgs[i].len, &text, &id, &err),
+                         BP_OK);
+        assert_int_equal(id, want_id);
+        json_t *o = json_loads(text, 0, NULL);
+        assert_non_null(o);
+        json_array_append_new(events, o);
+        free(text);
+    }
+    it_msgs_free(msgs, n);
+    bp_codec_destroy(codec);
+    return events;
 }

@@ -1,5 +1,6 @@
 /** @file Helpers shared by the integration tests: environment, a private database, the
- *  daemon as a child process, Kafka produce/consume, HTTP GET and JWT minting. */
+ *  daemon as a child process, Kafka produce/consume, HTTP GET, JWT minting, and the claim
+ *  helpers (SQL on the test database, progress rows, claim rows, RewardGrant events). */
 #ifndef BP_IT_SUPPORT_H
 #define BP_IT_SUPPORT_H
 
@@ -8,8 +9,12 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+#include <libpq-fe.h>
+
 #include "core/event.h"
 #include "core/season.h"
+#include "store/pg.h"
 
 /** Services of scripts/services, read from the environment (.run/test/env). */
 typedef struct {
@@ -123,6 +128,15 @@ int it_http(uint16_t port, const char *method, const char *path, const char *tok
             const char *extra_header, const char *body, char *out, size_t out_len, char *headers,
             size_t headers_len);
 
+/** Read a response from @p fd until the peer closes it (at most 1 MiB; @p fd stays open).
+ *  @return its HTTP status, or -1; body and header block as it_http gives them. */
+int it_http_read(int fd, char *out, size_t out_len, char *headers, size_t headers_len);
+
+/** Copy the path template @p tmpl into @p out with {p} replaced by @p player and {s} by
+ *  @p season_id (truncated to @p len). */
+void it_path_expand(char *out, size_t len, const char *tmpl, const char *player,
+                    const char *season_id);
+
 /** Mint an HS256 token. @p exp_offset_s relative to now; @p sub or @p scope may be NULL
  *  to leave the claim out. @return a malloc'd string. */
 char *it_jwt(const char *secret, const char *sub, const char *scope, long exp_offset_s);
@@ -141,6 +155,68 @@ bool it_season_load(const char *path, bp_season_t *s);
  * @return true when the command exited 0; false otherwise (with a message on stderr).
  */
 bool it_fault(const char *what);
+
+/** Path of the sample season (schemas/seasons/sample-season.json) into @p buf. */
+void it_sample_season_path(const it_env_t *env, char *buf, size_t len);
+
+/** A prefix for this run's player ids, "<tag><pid>-<random>-", into @p buf (seeds rand()). */
+void it_run_prefix(char *buf, size_t len, const char *tag);
+
+/** For tests that drive the store directly: connect @p pg (the connection under test) and
+ *  @p db (the test's own view) to the test database and load its seasons into @p seasons.
+ *  @return true on success; false with a message on stderr (close with it_store_close). */
+bool it_store_open(const it_env_t *env, bp_pg_t **pg, bp_season_list_t *seasons, PGconn **db);
+/** Undo it_store_open (also a partial one). */
+void it_store_close(bp_pg_t *pg, bp_season_list_t *seasons, PGconn *db);
+
+/* ---- For cmocka tests: the functions below fail the calling test on error. ---- */
+
+/** Connect to the test database (for a group setup: no test runs yet). @return the
+ *  connection (the caller's, PQfinish), or NULL with the error on stderr. */
+PGconn *it_pg_connect(const it_env_t *env);
+
+/** Run SQL built from @p fmt on @p db (ids inlined are restricted to [A-Za-z0-9._:@-]).
+ *  @return the result (the caller's, PQclear); fails the test when its status is not
+ *  @p want. */
+PGresult *it_pg_query(PGconn *db, ExecStatusType want, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/** @return the first value of the query as an integer (0 when it has no row or is NULL). */
+long long it_pg_int(PGconn *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/** Run a command (PGRES_COMMAND_OK). */
+void it_pg_exec(PGconn *db, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/** Set @p player's progress in @p s: @p xp, all earned (so total = earned + paid holds),
+ *  and the stored level @p level (0: the level of the XP); inserted or replaced. */
+void it_progress_set(PGconn *db, const bp_season_t *s, const char *player, int64_t xp,
+                     int32_t level);
+
+/** The rows claims write. */
+typedef struct {
+    long long claims;   /**< reward_claims */
+    long long audit;    /**< audit_log */
+    long long outbox;   /**< outbox rows keyed by the player (of @p topic when given) */
+    long long progress; /**< player_progress */
+} it_claim_rows_t;
+
+/** Count the rows of @p player, or of every player whose id starts with @p player when
+ *  @p prefix; outbox rows of @p topic only unless it is NULL. */
+it_claim_rows_t it_claim_rows(PGconn *db, const char *player, bool prefix, const char *topic);
+
+/** POST /rewards/{@p player}/claim {"level":@p level,"tier":@p tier} with @p token.
+ *  @return the HTTP status (-1 when no answer); the body goes to @p out (may be NULL). */
+int it_claim_http(uint16_t port, const char *player, const char *token, int level, const char *tier,
+                  char *out, size_t out_len);
+
+/**
+ * Wait (up to @p timeout_ms) until the relay has produced and deleted every outbox row
+ * keyed @p key, then read the events keyed @p key on battlepass.reward-grants, each decoded
+ * with the project's codec and checked to carry the topic's schema id.
+ * @return the events as a JSON array (the caller's, json_decref); fails the test when the
+ *         outbox does not empty or an event does not decode.
+ */
+json_t *it_reward_grants(const it_env_t *env, const char *key, int timeout_ms);
 
 /** Milliseconds since the epoch. */
 int64_t it_now_ms(void);

@@ -302,11 +302,8 @@ static void grant_premium(int p, const char *tx, int want_status)
 /* POST /rewards/{p}/claim as the player. */
 static void claim(int p, int level, bp_tier_t tier, int want_status)
 {
-    char path[128], body[96];
     char *token = it_jwt(env.secret, players[p].id, "player", 600);
-    snprintf(path, sizeof(path), "/rewards/%s/claim", players[p].id);
-    snprintf(body, sizeof(body), "{\"level\":%d,\"tier\":\"%s\"}", level, bp_tier_str(tier));
-    int status = call("POST", path, token, body, NULL);
+    int status = it_claim_http(HTTP_PORT, players[p].id, token, level, bp_tier_str(tier), NULL, 0);
     if (status != want_status)
         fprintf(stderr, "claim %s %d %s: %d, want %d\n", players[p].id, level, bp_tier_str(tier),
                 status, want_status);

@@ -43,43 +43,10 @@ static void skip_without_services(void)
         skip();
 }
 
-static long long q_int(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long q_int(const char *fmt, ...)
-{
-    char sql[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(db, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-    long long v = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? atoll(PQgetvalue(r, 0, 0)) : 0;
-    PQclear(r);
-    return v;
-}
-
-static void exec_sql(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void exec_sql(const char *fmt, ...)
-{
-    char sql[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(db, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-}
-
 /* A player with a progress row at the start of level @p level (earned XP only). */
 static void set_level(const char *p, int32_t level)
 {
-    long long xp = (long long)sample->xp_total[level];
-    exec_sql("INSERT INTO player_progress (player_id, season_id, total_xp, earned_xp, level)"
-             " VALUES ('%s', '%s', %lld, %lld, %d)",
-             p, sample->id, xp, xp, (int)level);
+    it_progress_set(db, sample, p, sample->xp_total[level], level);
 }
 
 /* @return the lowest level >= 2 with a reward of @p tier. */
@@ -98,28 +65,20 @@ static int group_setup(void **state)
     if (!it_env_load(&env, "claim_batch", HTTP_PORT))
         return getenv("BP_REQUIRE_SERVICES") ? -1 : 0;
     char path[1024];
-    snprintf(path, sizeof(path), "%s/schemas/seasons/sample-season.json", env.source_dir);
+    it_sample_season_path(&env, path, sizeof(path));
     if (!it_db_prepare(&env, path))
         return -1;
-    if (bp_pg_connect(env.db_dsn, &pg) != BP_OK || bp_pg_seasons_load(pg, &seasons) != BP_OK ||
-        seasons.n != 1)
+    if (!it_store_open(&env, &pg, &seasons, &db) || seasons.n != 1)
         return -1;
     sample = &seasons.items[0];
-    db = PQconnectdb(env.db_dsn);
-    if (PQstatus(db) != CONNECTION_OK)
-        return -1;
-    srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    snprintf(prefix, sizeof(prefix), "cb%d-%04x-", (int)getpid(), (unsigned)rand() & 0xffff);
+    it_run_prefix(prefix, sizeof(prefix), "cb");
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    bp_season_list_fini(&seasons);
-    bp_pg_destroy(pg);
-    if (db)
-        PQfinish(db);
+    it_store_close(pg, &seasons, db);
     return 0;
 }
 
@@ -175,9 +134,12 @@ static void fill_requests(const char *tag, char ids[][BP_ID_MAX + 1], bp_claim_r
     }
 }
 
-static long long rows_of(const char *table, const char *column, const char *tag)
+/* The rows of the players of @p tag. */
+static it_claim_rows_t rows_of(const char *tag)
 {
-    return q_int("SELECT count(*) FROM %s WHERE %s LIKE '%s%s-%%'", table, column, prefix, tag);
+    char p[BP_ID_MAX + 1];
+    snprintf(p, sizeof(p), "%s%s-", prefix, tag);
+    return it_claim_rows(db, p, true, NULL);
 }
 
 /* One batch against the same claims one by one: the same verdicts and the same rows. */
@@ -192,9 +154,9 @@ static void test_batch_as_one_by_one(void **state)
     fill_requests("b", ids_b, batch);
     fill_requests("s", ids_s, one);
     long long enrolled0 =
-        q_int("SELECT enrolled FROM season_stats WHERE season_id = '%s'", sample->id);
+        it_pg_int(db, "SELECT enrolled FROM season_stats WHERE season_id = '%s'", sample->id);
     long long claimed0 =
-        q_int("SELECT claimed FROM season_stats WHERE season_id = '%s'", sample->id);
+        it_pg_int(db, "SELECT claimed FROM season_stats WHERE season_id = '%s'", sample->id);
 
     bool at_commit = true;
     assert_int_equal(bp_pg_claim_batch(pg, sample, batch, N_CASES, TOPIC, it_now_ms(), &at_commit),
@@ -225,37 +187,42 @@ static void test_batch_as_one_by_one(void **state)
             assert_int_equal(g->tier, batch[i].tier);
             assert_string_equal(g->reward_id, one[i].grants.items[k].reward_id);
             /* The audit row names the claim's own actor. */
-            assert_int_equal(q_int("SELECT count(*) FROM audit_log WHERE grant_id = '%s'"
-                                   " AND actor = '%s' AND action = 'claim'",
-                                   g->grant_id, batch[i].actor),
+            assert_int_equal(it_pg_int(db,
+                                       "SELECT count(*) FROM audit_log WHERE grant_id = '%s'"
+                                       " AND actor = '%s' AND action = 'claim'",
+                                       g->grant_id, batch[i].actor),
                              1);
             assert_int_equal(
-                q_int("SELECT count(*) FROM outbox WHERE payload->>'grantId' = '%s'", g->grant_id),
+                it_pg_int(db, "SELECT count(*) FROM outbox WHERE payload->>'grantId' = '%s'",
+                          g->grant_id),
                 1);
         }
     }
     /* The same rows either way (the two "had" claims made by prepare() included). */
-    static const char *const tables[][2] = {{"reward_claims", "player_id"},
-                                            {"audit_log", "player_id"},
-                                            {"outbox", "key"},
-                                            {"player_progress", "player_id"}};
-    for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
-        assert_int_equal(rows_of(tables[t][0], tables[t][1], "b"),
-                         rows_of(tables[t][0], tables[t][1], "s"));
+    it_claim_rows_t b = rows_of("b"), o = rows_of("s");
+    assert_int_equal(b.claims, o.claims);
+    assert_int_equal(b.audit, o.audit);
+    assert_int_equal(b.outbox, o.outbox);
+    assert_int_equal(b.progress, o.progress);
     /* The player refused at level 1 has no row; the new winner has one. */
     assert_int_equal(
-        q_int("SELECT count(*) FROM player_progress WHERE player_id = '%sb-new-low'", prefix), 0);
+        it_pg_int(db, "SELECT count(*) FROM player_progress WHERE player_id = '%sb-new-low'",
+                  prefix),
+        0);
     assert_int_equal(
-        q_int("SELECT count(*) FROM player_progress WHERE player_id = '%sb-new'", prefix), 1);
+        it_pg_int(db, "SELECT count(*) FROM player_progress WHERE player_id = '%sb-new'", prefix),
+        1);
     /* Analytics: one new player per run ("new"), and what the two runs granted. */
     long long granted = 0;
     for (size_t i = 0; i < N_CASES; i++)
         granted += (long long)(batch[i].grants.n + one[i].grants.n);
     assert_true(granted >= 4);
-    assert_int_equal(q_int("SELECT enrolled FROM season_stats WHERE season_id = '%s'", sample->id),
-                     enrolled0 + 2);
-    assert_int_equal(q_int("SELECT claimed FROM season_stats WHERE season_id = '%s'", sample->id),
-                     claimed0 + granted);
+    assert_int_equal(
+        it_pg_int(db, "SELECT enrolled FROM season_stats WHERE season_id = '%s'", sample->id),
+        enrolled0 + 2);
+    assert_int_equal(
+        it_pg_int(db, "SELECT claimed FROM season_stats WHERE season_id = '%s'", sample->id),
+        claimed0 + granted);
     for (size_t i = 0; i < N_CASES; i++) {
         bp_grants_fini(&batch[i].grants);
         bp_grants_fini(&one[i].grants);
@@ -277,7 +244,8 @@ static void test_batch_nothing_won(void **state)
     assert_false(at_commit);
     assert_int_equal(reqs[0].verdict, BP_CLAIM_LEVEL_NOT_REACHED);
     assert_int_equal(reqs[1].verdict, BP_CLAIM_NO_SUCH_REWARD);
-    assert_int_equal(q_int("SELECT count(*) FROM player_progress WHERE player_id = '%s'", p), 0);
+    assert_int_equal(
+        it_pg_int(db, "SELECT count(*) FROM player_progress WHERE player_id = '%s'", p), 0);
     assert_int_equal(bp_pg_claim_batch(pg, sample, reqs, 0, TOPIC, it_now_ms(), &at_commit), BP_OK);
     for (size_t i = 0; i < 2; i++)
         bp_grants_fini(&reqs[i].grants);
@@ -331,13 +299,11 @@ static void test_concurrent_batches(void **state)
         pthread_join(tb, NULL);
         assert_int_equal(a.errors + b.errors, 0);
         assert_int_equal(a.won + b.won, RACE_PLAYERS);
-        assert_int_equal(q_int("SELECT count(*) FROM reward_claims WHERE player_id LIKE"
-                               " '%srace%d-%%'",
-                               prefix, round),
-                         RACE_PLAYERS);
-        assert_int_equal(q_int("SELECT count(*) FROM audit_log WHERE player_id LIKE '%srace%d-%%'",
-                               prefix, round),
-                         RACE_PLAYERS);
+        char race[BP_ID_MAX + 1];
+        snprintf(race, sizeof(race), "%srace%d-", prefix, round);
+        it_claim_rows_t c = it_claim_rows(db, race, true, NULL);
+        assert_int_equal(c.claims, RACE_PLAYERS);
+        assert_int_equal(c.audit, RACE_PLAYERS);
     }
     bp_pg_destroy(other);
 }

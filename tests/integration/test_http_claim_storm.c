@@ -27,7 +27,6 @@
 #include <unistd.h>
 
 #include "core/level.h"
-#include "producers/codec.h"
 #include "tests/integration/support.h"
 
 #define HTTP_PORT 23198
@@ -218,39 +217,15 @@ static size_t storm_run(client_t *cl, size_t n, int64_t deadline)
 /** Count RewardGrant events of the player on the topic, once the outbox is relayed. */
 static size_t reward_grant_events(void)
 {
-    char sql[512];
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outbox WHERE key = '%s'", player);
-    long long pending = -1;
-    for (int waited = 0; waited < 30000; waited += 100) {
-        if ((pending = it_sql_int(&env, sql)) == 0)
-            break;
-        usleep(100000);
-    }
-    assert_int_equal(pending, 0);
-    char dir[1024], why[256];
-    snprintf(dir, sizeof(dir), "%s/schemas/avro", env.source_dir);
-    bp_codec_t *codec;
-    assert_int_equal(bp_codec_new(dir, &codec, why, sizeof(why)), BP_OK);
-    it_msg_t *msgs;
-    size_t n = it_consume_all(&env, "battlepass.reward-grants", &msgs), mine = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!msgs[i].key || strcmp(msgs[i].key, player) != 0)
-            continue;
-        char *text = NULL;
-        int32_t id = 0;
-        const char *err = NULL;
-        assert_int_equal(bp_codec_decode_json(codec, msgs[i].value, msgs[i].len, &text, &id, &err),
-                         BP_OK);
-        json_t *o = json_loads(text, 0, NULL);
-        assert_non_null(o);
+    json_t *events = it_reward_grants(&env, player, 30000), *o;
+    size_t i;
+    json_array_foreach(events, i, o)
+    {
         assert_int_equal(json_integer_value(json_object_get(o, "level")), CLAIM_LEVEL);
         assert_string_equal(json_string_value(json_object_get(o, "source")), "claim");
-        json_decref(o);
-        free(text);
-        mine++;
     }
-    it_msgs_free(msgs, n);
-    bp_codec_destroy(codec);
+    size_t mine = json_array_size(events);
+    json_decref(events);
     return mine;
 }
 
@@ -260,14 +235,9 @@ static void test_claim_storm(void **state)
     skip_without_services();
     if (!fd_room())
         fail_msg("this process cannot open %d sockets (RLIMIT_NOFILE)", CLIENTS);
-    char sql[512];
-    int64_t xp = season.xp_total[CLAIM_LEVEL];
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO player_progress (player_id, season_id, total_xp, earned_xp, level)"
-             " VALUES ('%s', '%s', %lld, %lld, %d) RETURNING 1",
-             player, season.id, (long long)xp, (long long)xp,
-             (int)bp_level_for_xp(&season, xp).level);
-    assert_int_equal(it_sql_int(&env, sql), 1);
+    PGconn *db = it_pg_connect(&env);
+    assert_non_null(db);
+    it_progress_set(db, &season, player, season.xp_total[CLAIM_LEVEL], 0);
 
     char *tokens[2] = {it_jwt(env.secret, player, "player", 600),
                        it_jwt(env.secret, "economy-service", "service", 600)};
@@ -338,12 +308,15 @@ static void test_claim_storm(void **state)
     assert_int_equal(conflict, CLIENTS - 1);
     assert_int_equal(not_problem, 0);
 
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM reward_claims WHERE player_id = '%s' AND season_id = '%s'",
-             player, season.id);
-    assert_int_equal(it_sql_int(&env, sql), 1);
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM audit_log WHERE player_id = '%s'", player);
-    assert_int_equal(it_sql_int(&env, sql), 1);
+    it_claim_rows_t rows = it_claim_rows(db, player, false, NULL);
+    assert_int_equal(rows.claims, 1);
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM reward_claims WHERE player_id = '%s'"
+                               " AND season_id = '%s'",
+                               player, season.id),
+                     1);
+    assert_int_equal(rows.audit, 1);
+    PQfinish(db);
     assert_int_equal(reward_grant_events(), 1);
 }
 

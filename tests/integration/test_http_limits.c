@@ -216,30 +216,12 @@ typedef struct {
     const char *words;
 } bad_t;
 
-/** Expand {p} and {s} of @p tmpl into @p out. */
-static void expand(char *out, size_t len, const char *tmpl)
-{
-    size_t o = 0;
-    for (const char *t = tmpl; *t && o + 1 < len; t++) {
-        const char *sub = strncmp(t, "{p}", 3) == 0   ? player
-                          : strncmp(t, "{s}", 3) == 0 ? season.id
-                                                      : NULL;
-        if (sub) {
-            o += (size_t)snprintf(out + o, len - o, "%s", sub);
-            t += 2;
-        } else {
-            out[o++] = *t;
-        }
-    }
-    out[o < len ? o : len - 1] = '\0';
-}
-
 /** Send @p b, check its problem answer and that the database did not change. */
 static void refuse(const bad_t *b)
 {
     static char out[OUT_MAX], headers[8192];
     char path[512];
-    expand(path, sizeof(path), b->path);
+    it_path_expand(path, sizeof(path), b->path, player, season.id);
     snapshot_t before = {0};
     snapshot_take(&before);
     int st = it_http(HTTP_PORT, b->method, path, b->token ? *b->token : NULL, NULL, b->body, out,
@@ -394,19 +376,8 @@ static int send_large(const char *path, bool chunked, size_t body_len, char *out
         }
     }
     /* With Content-Length over the limit the server answers before the body: none sent. */
-    static char resp[OUT_MAX];
-    size_t got = 0;
-    for (ssize_t r;
-         got < sizeof(resp) - 1 && (r = read(fd, resp + got, sizeof(resp) - 1 - got)) > 0;)
-        got += (size_t)r;
+    int status = it_http_read(fd, out, out_len, headers, headers_len);
     close(fd);
-    resp[got] = '\0';
-    int status = -1;
-    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
-        return -1;
-    const char *b = strstr(resp, "\r\n\r\n");
-    snprintf(out, out_len, "%s", b ? b + 4 : "");
-    snprintf(headers, headers_len, "%.*s", b ? (int)(b - resp) : 0, resp);
     return status;
 }
 

@@ -20,7 +20,6 @@
 #include <libpq-fe.h>
 
 #include "core/level.h"
-#include "producers/codec.h"
 #include "tests/integration/support.h"
 
 #define HTTP_PORT 23184
@@ -46,18 +45,14 @@ static void player_name(char *buf, size_t len, const char *name)
 }
 
 /* Give @p player @p total_xp (all earned) in the season, straight in PostgreSQL: the reward
- * routes read progress from there, not from the cache. */
+ * routes read progress from there, not from the cache. A connection of its own: one test
+ * cuts the database's connections. */
 static void set_xp(const char *player, int64_t total_xp)
 {
-    char sql[512];
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO player_progress (player_id, season_id, total_xp, earned_xp, level)"
-             " VALUES ('%s', '%s', %lld, %lld, %d) ON CONFLICT (player_id, season_id) DO UPDATE"
-             " SET total_xp = excluded.total_xp, earned_xp = excluded.earned_xp,"
-             " paid_xp = 0, level = excluded.level RETURNING 1",
-             player, season.id, (long long)total_xp, (long long)total_xp,
-             (int)bp_level_for_xp(&season, total_xp).level);
-    assert_int_equal(it_sql_int(&env, sql), 1);
+    PGconn *db = it_pg_connect(&env);
+    assert_non_null(db);
+    it_progress_set(db, &season, player, total_xp, 0);
+    PQfinish(db);
 }
 
 /* One request; @return the status, the body parsed into *out (NULL when not JSON). */
@@ -517,12 +512,9 @@ typedef struct {
 static void *racer(void *arg)
 {
     racer_t *r = arg;
-    char path[128];
-    static const char body[] = "{\"level\":10,\"tier\":\"free\"}";
-    snprintf(path, sizeof(path), "/rewards/%s/claim", r->player);
     pthread_barrier_wait(r->start);
     char out[1024];
-    r->status = it_http(HTTP_PORT, "POST", path, r->token, NULL, body, out, sizeof(out), NULL, 0);
+    r->status = it_claim_http(HTTP_PORT, r->player, r->token, 10, "free", out, sizeof(out));
     return NULL;
 }
 
@@ -565,44 +557,19 @@ static void test_concurrent_claims(void **state)
     assert_int_equal(it_sql_int(&env, sql), 1);
 
     /* The relay delivers the outbox row as exactly one RewardGrant. */
-    snprintf(sql, sizeof(sql), "SELECT count(*) FROM outbox WHERE key = '%s'", p);
-    long long pending = -1;
-    for (int waited = 0; waited < 30000; waited += 100) {
-        if ((pending = it_sql_int(&env, sql)) == 0)
-            break;
-        usleep(100000);
-    }
-    assert_int_equal(pending, 0);
-    char dir[1024], why[256];
-    snprintf(dir, sizeof(dir), "%s/schemas/avro", env.source_dir);
-    bp_codec_t *codec;
-    assert_int_equal(bp_codec_new(dir, &codec, why, sizeof(why)), BP_OK);
-    it_msg_t *msgs;
-    size_t n = it_consume_all(&env, "battlepass.reward-grants", &msgs), mine = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(msgs[i].key, p) != 0)
-            continue;
-        char *text = NULL;
-        int32_t id = 0;
-        const char *err = NULL;
-        assert_int_equal(bp_codec_decode_json(codec, msgs[i].value, msgs[i].len, &text, &id, &err),
-                         BP_OK);
-        assert_int_equal(id, bp_codec_subject_id(codec, "battlepass.reward-grants-value"));
-        json_t *o = json_loads(text, 0, NULL);
-        assert_non_null(o);
+    json_t *events = it_reward_grants(&env, p, 30000), *o;
+    size_t i;
+    json_array_foreach(events, i, o)
+    {
         assert_string_equal(json_string_value(json_object_get(o, "playerId")), p);
         assert_string_equal(json_string_value(json_object_get(o, "seasonId")), season.id);
         assert_int_equal(json_integer_value(json_object_get(o, "level")), 10);
         assert_string_equal(json_string_value(json_object_get(o, "tier")), "free");
         assert_string_equal(json_string_value(json_object_get(o, "rewardId")), "reward-010-free");
         assert_string_equal(json_string_value(json_object_get(o, "source")), "claim");
-        json_decref(o);
-        free(text);
-        mine++;
     }
-    it_msgs_free(msgs, n);
-    bp_codec_destroy(codec);
-    assert_int_equal(mine, 1);
+    assert_int_equal(json_array_size(events), 1);
+    json_decref(events);
     free(token);
 }
 

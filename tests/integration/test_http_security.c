@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "tests/integration/support.h"
+#include "tests/support_jwt.h"
 
 #define HTTP_PORT 23192
 #define ISSUER "bp-it"
@@ -104,19 +105,6 @@ static char *slurp(const char *path)
     return buf;
 }
 
-/** Mint a token with @p alg over @p claims (JSON) with @p key. @return heap string. */
-static char *mint(jwt_alg_t alg, const char *key, const char *claims)
-{
-    jwt_t *j = NULL;
-    assert_int_equal(jwt_new(&j), 0);
-    assert_int_equal(jwt_add_grants_json(j, claims), 0);
-    assert_int_equal(jwt_set_alg(j, alg, (const unsigned char *)key, (int)strlen(key)), 0);
-    char *t = jwt_encode_str(j);
-    assert_non_null(t);
-    jwt_free(j);
-    return t;
-}
-
 /** Standard claims for @p sub / @p scope valid now, plus @p extra members ("" or ",..."). */
 static void claims_std(char *buf, size_t len, const char *sub, const char *scope, const char *extra)
 {
@@ -144,51 +132,7 @@ static char *token_for(scope_t s, jwt_alg_t alg, const char *key)
         claims_std(c, sizeof(c), "ops", "admin", "");
         break;
     }
-    return mint(alg, key, c);
-}
-
-/** @return base64url (unpadded) of @p s, heap. */
-static char *b64url(const char *s)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t n = strlen(s), o = 0;
-    char *out = malloc(n * 4 / 3 + 4);
-    assert_non_null(out);
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)(unsigned char)s[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)(unsigned char)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (uint32_t)(unsigned char)s[i + 2];
-        out[o++] = tab[(v >> 18) & 63];
-        out[o++] = tab[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = tab[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = tab[v & 63];
-    }
-    out[o] = '\0';
-    return out;
-}
-
-/** Replace {p} and {s} of @p tmpl. */
-static void expand(char *out, size_t len, const char *tmpl, const char *player)
-{
-    size_t o = 0;
-    for (const char *t = tmpl; *t && o + 1 < len; t++) {
-        const char *sub = NULL;
-        if (strncmp(t, "{p}", 3) == 0)
-            sub = player;
-        else if (strncmp(t, "{s}", 3) == 0)
-            sub = season_id;
-        if (sub) {
-            o += (size_t)snprintf(out + o, len - o, "%s", sub);
-            t += 2;
-        } else {
-            out[o++] = *t;
-        }
-    }
-    out[o < len ? o : len - 1] = '\0';
+    return tjwt_mint(alg, key, c);
 }
 
 /** The status line only, for a response that may never end (event streams). */
@@ -251,7 +195,8 @@ static void route_matrix(jwt_alg_t alg, const char *key)
             int want = allowed ? 0 : s == S_NONE ? 401 : 403;
 
             char path[512];
-            expand(path, sizeof(path), rt->path, s == S_OTHER ? other_id : self_id);
+            it_path_expand(path, sizeof(path), rt->path, s == S_OTHER ? other_id : self_id,
+                           season_id);
             char *token = token_for((scope_t)s, alg, key);
             static char body[1 << 16];
             body[0] = '\0';
@@ -290,71 +235,47 @@ static void token_attacks(jwt_alg_t pinned, const char *key, jwt_alg_t wrong, co
 #define ATTACK(nm, tok, w) a[n++] = (attack_t){nm, tok, w}
 
     claims_std(c, sizeof(c), self_id, "player", "");
-    ATTACK("valid", mint(pinned, key, c), 200);
-    ATTACK("other algorithm (confusion)", mint(wrong, wrong_key, c), 401);
-    ATTACK("signed with another key", mint(pinned, forged_key, c), 401);
+    ATTACK("valid", tjwt_mint(pinned, key, c), 200);
+    ATTACK("other algorithm (confusion)", tjwt_mint(wrong, wrong_key, c), 401);
+    ATTACK("signed with another key", tjwt_mint(pinned, forged_key, c), 401);
+    ATTACK("alg none", tjwt_unsigned("{\"alg\":\"none\",\"typ\":\"JWT\"}", c), 401);
     {
-        char *h = b64url("{\"alg\":\"none\",\"typ\":\"JWT\"}");
-        char *p = b64url(c);
-        char buf[1024];
-        snprintf(buf, sizeof(buf), "%s.%s.", h, p);
-        ATTACK("alg none", strdup(buf), 401);
-        free(h);
-        free(p);
         /* A valid signature over the player's claims, payload swapped for an admin one. */
-        char *good = mint(pinned, key, c);
+        char *good = tjwt_mint(pinned, key, c);
         char admin[512];
         claims_std(admin, sizeof(admin), self_id, "admin", "");
-        char *ap = b64url(admin);
-        char *dot1 = strchr(good, '.'), *dot2 = strchr(dot1 + 1, '.');
-        *dot1 = '\0';
-        size_t len = strlen(good) + strlen(ap) + strlen(dot2) + 2;
-        char *t = malloc(len);
-        assert_non_null(t);
-        snprintf(t, len, "%s.%s%s", good, ap, dot2);
-        ATTACK("tampered payload", t, 401);
+        ATTACK("tampered payload", tjwt_swap_payload(good, admin), 401);
         free(good);
-        free(ap);
     }
     snprintf(c, sizeof(c),
              "{\"sub\":\"%s\",\"scope\":\"player\",\"exp\":%lld,\"iss\":\"" ISSUER
              "\",\"aud\":\"" AUDIENCE "\"}",
              self_id, now - 5);
-    ATTACK("expired", mint(pinned, key, c), 401);
+    ATTACK("expired", tjwt_mint(pinned, key, c), 401);
     snprintf(c, sizeof(c),
              "{\"sub\":\"%s\",\"scope\":\"player\",\"exp\":%lld,\"nbf\":%lld,\"iss\":\"" ISSUER
              "\",\"aud\":\"" AUDIENCE "\"}",
              self_id, now + 600, now + 300);
-    ATTACK("not yet valid", mint(pinned, key, c), 401);
+    ATTACK("not yet valid", tjwt_mint(pinned, key, c), 401);
     snprintf(
         c, sizeof(c),
         "{\"sub\":\"%s\",\"scope\":\"player\",\"exp\":%lld,\"iss\":\"evil\",\"aud\":\"" AUDIENCE
         "\"}",
         self_id, now + 300);
-    ATTACK("wrong issuer", mint(pinned, key, c), 401);
+    ATTACK("wrong issuer", tjwt_mint(pinned, key, c), 401);
     snprintf(c, sizeof(c),
              "{\"sub\":\"%s\",\"scope\":\"player\",\"exp\":%lld,\"iss\":\"" ISSUER
              "\",\"aud\":\"someone-else\"}",
              self_id, now + 300);
-    ATTACK("wrong audience", mint(pinned, key, c), 401);
+    ATTACK("wrong audience", tjwt_mint(pinned, key, c), 401);
     snprintf(c, sizeof(c),
              "{\"scope\":\"service\",\"exp\":%lld,\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\"}",
              now + 300);
-    ATTACK("missing sub", mint(pinned, key, c), 401);
+    ATTACK("missing sub", tjwt_mint(pinned, key, c), 401);
     {
-        char *pad = malloc(PAD_BYTES + 1);
-        assert_non_null(pad);
-        memset(pad, 'x', PAD_BYTES);
-        pad[PAD_BYTES] = '\0';
-        char *big = malloc(PAD_BYTES + 512);
-        assert_non_null(big);
-        claims_std(big, PAD_BYTES + 512, self_id, "player", "");
-        big[strlen(big) - 1] = '\0';
-        strcat(big, ",\"pad\":\"");
-        strcat(big, pad);
-        strcat(big, "\"}");
-        ATTACK("oversized (validly signed)", mint(pinned, key, big), 401);
-        free(pad);
+        claims_std(c, sizeof(c), self_id, "player", "");
+        char *big = tjwt_padded(c, PAD_BYTES);
+        ATTACK("oversized (validly signed)", tjwt_mint(pinned, key, big), 401);
         free(big);
     }
 #undef ATTACK
@@ -368,7 +289,7 @@ static void token_attacks(jwt_alg_t pinned, const char *key, jwt_alg_t wrong, co
     }
     /* Another player's data with a valid player token. */
     claims_std(c, sizeof(c), self_id, "player", "");
-    char *t = mint(pinned, key, c);
+    char *t = tjwt_mint(pinned, key, c);
     assert_int_equal(it_http_get(HTTP_PORT, other_path, t, NULL, 0), 403);
     free(t);
 }
@@ -501,7 +422,7 @@ static void test_rs256_pinned(void **state)
     /* The shared HS256 secret is no key under RS256 either. */
     char c[512];
     claims_std(c, sizeof(c), self_id, "admin", "");
-    char *t = mint(JWT_ALG_HS256, env.secret, c);
+    char *t = tjwt_mint(JWT_ALG_HS256, env.secret, c);
     assert_int_equal(it_http_get(HTTP_PORT, "/audit", t, NULL, 0), 401);
     free(t);
     free(pub);

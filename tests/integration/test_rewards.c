@@ -55,70 +55,12 @@ static void player(char *buf, size_t len, const char *name)
     snprintf(buf, len, "%s%s", prefix, name);
 }
 
-/* Run SQL built from @p fmt (ids are restricted to [A-Za-z0-9._:@-]: safe to inline). */
-static PGresult *q(ExecStatusType want, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static PGresult *q(ExecStatusType want, const char *fmt, ...)
-{
-    char sql[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    PGresult *r = PQexec(db, sql);
-    if (PQresultStatus(r) != want)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-    return r;
-}
-
-/* @return the first value of the query as an integer (0 when it has no row). */
-static long long q_int(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long q_int(const char *fmt, ...)
-{
-    char sql[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(sql, sizeof(sql), fmt, ap);
-    va_end(ap);
-    PGresult *r = q(PGRES_TUPLES_OK, "%s", sql);
-    long long v = PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? atoll(PQgetvalue(r, 0, 0)) : 0;
-    PQclear(r);
-    return v;
-}
-
-/* Counts of a player's claim, audit and outbox rows. */
-typedef struct {
-    long long claims, audit, outbox;
-} counts_t;
-
-static counts_t counts(const char *p)
-{
-    counts_t c;
-    c.claims = q_int("SELECT count(*) FROM reward_claims WHERE player_id = '%s'", p);
-    c.audit = q_int("SELECT count(*) FROM audit_log WHERE player_id = '%s'", p);
-    c.outbox = q_int("SELECT count(*) FROM outbox WHERE key = '%s' AND topic = '" TOPIC "'", p);
-    return c;
-}
-
 static void assert_counts(const char *p, long long claims, long long audit, long long outbox)
 {
-    counts_t c = counts(p);
+    it_claim_rows_t c = it_claim_rows(db, p, false, TOPIC);
     assert_int_equal(c.claims, claims);
     assert_int_equal(c.audit, audit);
     assert_int_equal(c.outbox, outbox);
-}
-
-/* Set a player's progress (earned XP only, so total = earned + paid holds) and the stored
- * level (@p level 0: the level of the XP). */
-static void set_progress(const bp_season_t *s, const char *p, int64_t xp, int32_t level)
-{
-    if (level == 0)
-        level = bp_level_for_xp(s, xp).level;
-    PQclear(q(PGRES_COMMAND_OK,
-              "INSERT INTO player_progress (player_id, season_id, total_xp, earned_xp, paid_xp,"
-              " level) VALUES ('%s', '%s', %lld, %lld, 0, %d)"
-              " ON CONFLICT (player_id, season_id) DO UPDATE SET total_xp = EXCLUDED.total_xp,"
-              " earned_xp = EXCLUDED.earned_xp, paid_xp = 0, level = EXCLUDED.level",
-              p, s->id, (long long)xp, (long long)xp, (int)level));
 }
 
 /* @return the index of the first reward at (level, tier); fails the test when none. */
@@ -156,7 +98,8 @@ static void assert_grant(const bp_grant_t *g, const bp_season_t *s, const char *
 /* The outbox row of grant @p g must hold exactly the RewardGrant fields (Avro names). */
 static void assert_outbox_payload(const bp_grant_t *g, const char *season_id, const char *source)
 {
-    PGresult *r = q(PGRES_TUPLES_OK,
+    PGresult *r =
+        it_pg_query(db, PGRES_TUPLES_OK,
                     "SELECT payload::text FROM outbox WHERE topic = '" TOPIC "' AND key = '%s'"
                     " AND payload->>'grantId' = '%s'",
                     g->player_id, g->grant_id);
@@ -235,10 +178,10 @@ static int group_setup(void **state)
     if (!it_env_load(&env, "rewards", HTTP_PORT))
         return getenv("BP_REQUIRE_SERVICES") ? -1 : 0;
     char path[1024];
-    snprintf(path, sizeof(path), "%s/schemas/seasons/sample-season.json", env.source_dir);
+    it_sample_season_path(&env, path, sizeof(path));
     if (!it_db_prepare(&env, path) || !import_auto_season())
         return -1;
-    if (bp_pg_connect(env.db_dsn, &pg) != BP_OK || bp_pg_seasons_load(pg, &seasons) != BP_OK)
+    if (!it_store_open(&env, &pg, &seasons, &db))
         return -1;
     for (size_t i = 0; i < seasons.n; i++)
         if (strcmp(seasons.items[i].id, AUTO_ID) == 0)
@@ -249,21 +192,14 @@ static int group_setup(void **state)
         fprintf(stderr, "unexpected seasons in %s\n", env.db_name);
         return -1;
     }
-    db = PQconnectdb(env.db_dsn);
-    if (PQstatus(db) != CONNECTION_OK)
-        return -1;
-    srand((unsigned)time(NULL) ^ (unsigned)getpid());
-    snprintf(prefix, sizeof(prefix), "rw%d-%04x-", (int)getpid(), (unsigned)rand() & 0xffff);
+    it_run_prefix(prefix, sizeof(prefix), "rw");
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    bp_season_list_fini(&seasons);
-    bp_pg_destroy(pg);
-    if (db)
-        PQfinish(db);
+    it_store_close(pg, &seasons, db);
     return 0;
 }
 
@@ -275,7 +211,7 @@ static void test_claim_ok_then_repeat(void **state)
     skip_without_services();
     char p[BP_ID_MAX + 1];
     player(p, sizeof(p), "claim");
-    set_progress(sample, p, sample->xp_total[5], 0);
+    it_progress_set(db, sample, p, sample->xp_total[5], 0);
     size_t idx = reward_at(sample, 5, BP_TIER_FREE);
 
     bp_claim_verdict_t v;
@@ -291,22 +227,24 @@ static void test_claim_ok_then_repeat(void **state)
     /* The claim row, its audit row and its outbox row. */
     assert_counts(p, 1, 1, 1);
     const bp_reward_t *r = &sample->rewards[idx];
-    assert_int_equal(q_int("SELECT count(*) FROM reward_claims WHERE player_id = '%s'"
-                           " AND season_id = '%s' AND level = 5 AND tier = 'free'"
-                           " AND reward_id = '%s' AND item_id = '%s' AND quantity = %d"
-                           " AND grant_id = '%s' AND source = 'claim'"
-                           " AND floor(extract(epoch FROM claimed_at) * 1000) = %lld",
-                           p, sample->id, r->reward_id, r->item_id, r->quantity,
-                           g.items[0].grant_id, (long long)g.items[0].granted_at_ms),
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM reward_claims WHERE player_id = '%s'"
+                               " AND season_id = '%s' AND level = 5 AND tier = 'free'"
+                               " AND reward_id = '%s' AND item_id = '%s' AND quantity = %d"
+                               " AND grant_id = '%s' AND source = 'claim'"
+                               " AND floor(extract(epoch FROM claimed_at) * 1000) = %lld",
+                               p, sample->id, r->reward_id, r->item_id, r->quantity,
+                               g.items[0].grant_id, (long long)g.items[0].granted_at_ms),
                      1);
-    assert_int_equal(q_int("SELECT count(*) FROM audit_log WHERE player_id = '%s'"
-                           " AND season_id = '%s' AND actor = '" ACTOR "' AND action = 'claim'"
-                           " AND level = 5 AND tier = 'free' AND reward_id = '%s'"
-                           " AND grant_id = '%s' AND detail = jsonb_build_object('itemId', '%s',"
-                           " 'quantity', %d, 'source', 'claim')",
-                           p, sample->id, r->reward_id, g.items[0].grant_id, r->item_id,
-                           r->quantity),
-                     1);
+    assert_int_equal(
+        it_pg_int(db,
+                  "SELECT count(*) FROM audit_log WHERE player_id = '%s'"
+                  " AND season_id = '%s' AND actor = '" ACTOR "' AND action = 'claim'"
+                  " AND level = 5 AND tier = 'free' AND reward_id = '%s'"
+                  " AND grant_id = '%s' AND detail = jsonb_build_object('itemId', '%s',"
+                  " 'quantity', %d, 'source', 'claim')",
+                  p, sample->id, r->reward_id, g.items[0].grant_id, r->item_id, r->quantity),
+        1);
     assert_outbox_payload(&g.items[0], sample->id, "claim");
 
     /* Again: 409, nothing written, nothing appended. */
@@ -339,7 +277,7 @@ static void test_claim_refusals(void **state)
     skip_without_services();
     char p[BP_ID_MAX + 1];
     player(p, sizeof(p), "refuse");
-    set_progress(sample, p, sample->xp_total[5], 0);
+    it_progress_set(db, sample, p, sample->xp_total[5], 0);
     int64_t now = it_now_ms();
     bp_claim_verdict_t v;
     bp_grants_t g = {0};
@@ -382,8 +320,8 @@ static void test_claim_refusals(void **state)
     char stale[BP_ID_MAX + 1], lagging[BP_ID_MAX + 1], ghost[BP_ID_MAX + 1];
     player(stale, sizeof(stale), "stale");
     player(lagging, sizeof(lagging), "lagging");
-    set_progress(sample, stale, 0, 50);
-    set_progress(sample, lagging, sample->xp_total[7], 1);
+    it_progress_set(db, sample, stale, 0, 50);
+    it_progress_set(db, sample, lagging, sample->xp_total[7], 1);
     assert_int_equal(bp_pg_claim(pg, sample, stale, 5, BP_TIER_FREE, ACTOR, TOPIC, now, &v, &g),
                      BP_OK);
     assert_int_equal(v, BP_CLAIM_LEVEL_NOT_REACHED);
@@ -399,8 +337,8 @@ static void test_claim_refusals(void **state)
     assert_int_equal(bp_pg_claim(pg, sample, ghost, 2, BP_TIER_FREE, ACTOR, TOPIC, now, &v, &g),
                      BP_OK);
     assert_int_equal(v, BP_CLAIM_LEVEL_NOT_REACHED);
-    assert_int_equal(q_int("SELECT count(*) FROM player_progress WHERE player_id = '%s'", ghost),
-                     0);
+    assert_int_equal(
+        it_pg_int(db, "SELECT count(*) FROM player_progress WHERE player_id = '%s'", ghost), 0);
     bp_grants_fini(&g);
 }
 
@@ -410,7 +348,7 @@ static void test_claim_all(void **state)
     skip_without_services();
     char p[BP_ID_MAX + 1];
     player(p, sizeof(p), "all");
-    set_progress(sample, p, sample->xp_total[7] + 1, 0);
+    it_progress_set(db, sample, p, sample->xp_total[7] + 1, 0);
     int64_t now = it_now_ms();
     bp_claim_verdict_t v;
     bp_grants_t g = {0};
@@ -468,7 +406,7 @@ static void test_claim_all(void **state)
     bp_player_rewards_fini(&pr);
 
     /* Outside the claim window: refused, nothing written. */
-    set_progress(sample, p, sample->xp_total[9], 0);
+    it_progress_set(db, sample, p, sample->xp_total[9], 0);
     assert_int_equal(bp_pg_claim_all(pg, sample, p, ACTOR, TOPIC, sample->starts_at_ms - 1, &v, &g),
                      BP_OK);
     assert_int_equal(v, BP_CLAIM_NOT_OPEN);
@@ -499,7 +437,7 @@ static void test_premium_grant(void **state)
     player(p, sizeof(p), "prem");
     player(other, sizeof(other), "prem-other");
     player(tx, sizeof(tx), "prem-tx");
-    set_progress(sample, p, sample->xp_total[4], 0);
+    it_progress_set(db, sample, p, sample->xp_total[4], 0);
     int64_t now = it_now_ms();
     bp_premium_result_t res;
     bp_grants_t g = {0};
@@ -508,22 +446,25 @@ static void test_premium_grant(void **state)
                      BP_OK);
     assert_int_equal(res, BP_PREMIUM_GRANTED);
     assert_int_equal(g.n, 0); /* no autoClaim: available, not granted */
-    assert_int_equal(q_int("SELECT count(*) FROM player_progress WHERE player_id = '%s'"
-                           " AND season_id = '%s' AND premium AND total_xp = %lld",
-                           p, sample->id, (long long)sample->xp_total[4]),
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM player_progress WHERE player_id = '%s'"
+                               " AND season_id = '%s' AND premium AND total_xp = %lld",
+                               p, sample->id, (long long)sample->xp_total[4]),
                      1);
     assert_int_equal(
-        q_int("SELECT count(*) FROM premium_grants WHERE transaction_id = '%s'"
-              " AND player_id = '%s' AND season_id = '%s' AND source = 'shop'"
-              " AND granted_at = timestamptz 'epoch' + %lld * interval '1 millisecond'",
-              tx, p, sample->id, (long long)now),
+        it_pg_int(db,
+                  "SELECT count(*) FROM premium_grants WHERE transaction_id = '%s'"
+                  " AND player_id = '%s' AND season_id = '%s' AND source = 'shop'"
+                  " AND granted_at = timestamptz 'epoch' + %lld * interval '1 millisecond'",
+                  tx, p, sample->id, (long long)now),
         1);
-    assert_int_equal(q_int("SELECT count(*) FROM audit_log WHERE player_id = '%s'"
-                           " AND season_id = '%s' AND actor = '" ACTOR "'"
-                           " AND action = 'premium-grant' AND level IS NULL AND tier IS NULL"
-                           " AND reward_id IS NULL AND grant_id IS NULL AND detail ="
-                           " jsonb_build_object('transactionId', '%s', 'source', 'shop')",
-                           p, sample->id, tx),
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM audit_log WHERE player_id = '%s'"
+                               " AND season_id = '%s' AND actor = '" ACTOR "'"
+                               " AND action = 'premium-grant' AND level IS NULL AND tier IS NULL"
+                               " AND reward_id IS NULL AND grant_id IS NULL AND detail ="
+                               " jsonb_build_object('transactionId', '%s', 'source', 'shop')",
+                               p, sample->id, tx),
                      1);
     assert_counts(p, 0, 1, 0);
 
@@ -532,22 +473,23 @@ static void test_premium_grant(void **state)
                      BP_OK);
     assert_int_equal(res, BP_PREMIUM_DUPLICATE);
     assert_counts(p, 0, 1, 0);
-    assert_int_equal(q_int("SELECT count(*) FROM premium_grants WHERE transaction_id = '%s'", tx),
-                     1);
+    assert_int_equal(
+        it_pg_int(db, "SELECT count(*) FROM premium_grants WHERE transaction_id = '%s'", tx), 1);
 
     /* The same transaction id for another player, or another season: conflict. */
     assert_int_equal(
         bp_pg_premium_grant(pg, sample, other, tx, "shop", now, ACTOR, TOPIC, &res, &g), BP_OK);
     assert_int_equal(res, BP_PREMIUM_CONFLICT);
-    assert_int_equal(q_int("SELECT count(*) FROM player_progress WHERE player_id = '%s'", other),
-                     0);
+    assert_int_equal(
+        it_pg_int(db, "SELECT count(*) FROM player_progress WHERE player_id = '%s'", other), 0);
     assert_counts(other, 0, 0, 0);
     assert_int_equal(bp_pg_premium_grant(pg, autos, p, tx, "shop", now, ACTOR, TOPIC, &res, &g),
                      BP_OK);
     assert_int_equal(res, BP_PREMIUM_CONFLICT);
-    assert_int_equal(q_int("SELECT count(*) FROM player_progress WHERE player_id = '%s'"
-                           " AND season_id = '" AUTO_ID "'",
-                           p),
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM player_progress WHERE player_id = '%s'"
+                               " AND season_id = '" AUTO_ID "'",
+                               p),
                      0);
     assert_counts(p, 0, 1, 0);
 
@@ -583,7 +525,7 @@ static void test_premium_autoclaim(void **state)
     player(p, sizeof(p), "auto");
     player(tx1, sizeof(tx1), "auto-tx1");
     player(tx2, sizeof(tx2), "auto-tx2");
-    set_progress(autos, p, autos->xp_total[4] + 50, 0);
+    it_progress_set(db, autos, p, autos->xp_total[4] + 50, 0);
     int64_t at = autos->starts_at_ms + 1000;
     bp_premium_result_t res;
     bp_grants_t g = {0};
@@ -601,14 +543,16 @@ static void test_premium_autoclaim(void **state)
         assert_grant(&g.items[i], autos, p, reward_at(autos, g.items[i].level, BP_TIER_PREMIUM));
         assert_outbox_payload(&g.items[i], autos->id, "premium");
     }
-    assert_int_equal(q_int("SELECT count(*) FROM reward_claims WHERE player_id = '%s'"
-                           " AND season_id = '" AUTO_ID "' AND source = 'premium'",
-                           p),
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM reward_claims WHERE player_id = '%s'"
+                               " AND season_id = '" AUTO_ID "' AND source = 'premium'",
+                               p),
                      (long long)want);
-    assert_int_equal(q_int("SELECT count(*) FROM audit_log WHERE player_id = '%s'"
-                           " AND action = 'premium-grant' AND reward_id IS NOT NULL"
-                           " AND detail->>'source' = 'premium'",
-                           p),
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM audit_log WHERE player_id = '%s'"
+                               " AND action = 'premium-grant' AND reward_id IS NOT NULL"
+                               " AND detail->>'source' = 'premium'",
+                               p),
                      (long long)want);
     assert_counts(p, (long long)want, (long long)want + 1, (long long)want);
     bp_grants_fini(&g);
@@ -654,9 +598,10 @@ static void test_grants_insert(void **state)
     assert_int_equal(g.n, 3);
     for (size_t i = 0; i < g.n; i++)
         assert_outbox_payload(&g.items[i], autos->id, "auto");
-    assert_int_equal(q_int("SELECT count(*) FROM audit_log WHERE player_id = '%s'"
-                           " AND action = 'auto-grant' AND actor = 'worker'",
-                           p),
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM audit_log WHERE player_id = '%s'"
+                               " AND action = 'auto-grant' AND actor = 'worker'",
+                               p),
                      3);
     assert_counts(p, 3, 3, 3);
     /* Again: nothing new, nothing appended; NULL out is allowed. */
@@ -680,9 +625,10 @@ static void test_grants_insert(void **state)
     assert_int_equal(g.n, 1);
     exec_on_pg("COMMIT");
     assert_counts(p, 4, 4, 4);
-    assert_int_equal(q_int("SELECT count(*) FROM audit_log WHERE player_id = '%s'"
-                           " AND action = 'season-end-grant' AND grant_id = '%s'",
-                           p, g.items[0].grant_id),
+    assert_int_equal(it_pg_int(db,
+                               "SELECT count(*) FROM audit_log WHERE player_id = '%s'"
+                               " AND action = 'season-end-grant' AND grant_id = '%s'",
+                               p, g.items[0].grant_id),
                      1);
     assert_outbox_payload(&g.items[0], autos->id, "season-end");
     bp_grants_fini(&g);
@@ -718,11 +664,12 @@ static void test_errors(void **state)
     bp_grants_fini(&g);
 
     /* The connection is killed under us: BP_ERETRY, then the next call reconnects. */
-    PQclear(q(PGRES_TUPLES_OK, "SELECT pg_terminate_backend(%d)", PQbackendPID(bp_pg_conn(pg))));
+    PQclear(it_pg_query(db, PGRES_TUPLES_OK, "SELECT pg_terminate_backend(%d)",
+                        PQbackendPID(bp_pg_conn(pg))));
     assert_int_equal(bp_pg_claim(pg, sample, p, 2, BP_TIER_FREE, ACTOR, TOPIC, now, &v, &g),
                      BP_ERETRY);
     assert_int_equal(g.n, 0);
-    set_progress(sample, p, sample->xp_total[2], 0);
+    it_progress_set(db, sample, p, sample->xp_total[2], 0);
     assert_int_equal(bp_pg_claim(pg, sample, p, 2, BP_TIER_FREE, ACTOR, TOPIC, now, &v, &g), BP_OK);
     assert_int_equal(v, BP_CLAIM_OK);
     assert_int_equal(g.n, 1);
@@ -821,7 +768,7 @@ static void test_concurrent_claims(void **state)
     race("new player", fresh, 1);
     /* A player with progress: only the row lock and the primary key serialise them. */
     player(known, sizeof(known), "race-known");
-    set_progress(sample, known, sample->xp_total[5], 0);
+    it_progress_set(db, sample, known, sample->xp_total[5], 0);
     race("existing row", known, 5);
 }
 
@@ -857,7 +804,7 @@ static void test_concurrent_premium(void **state)
     enum { N = 8 };
     char p[BP_ID_MAX + 1];
     player(p, sizeof(p), "prem-race");
-    set_progress(autos, p, autos->xp_total[5], 0);
+    it_progress_set(db, autos, p, autos->xp_total[5], 0);
     pthread_t th[N];
     prem_race_t r[N];
     for (int i = 0; i < N; i++) {
