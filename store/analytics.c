@@ -41,61 +41,73 @@ enum {
 static const bp_pg_stmt_t statements[ST_COUNT] = {
     /* Rows arrive distinct by (season, day) and by (season, week), with the players new to
      * each (from their progress rows' active_days, see store/batch.c) and the day's XP:
-     * a few rows per batch. Sorted, so concurrent batches lock these hot rows in the same
-     * order. */
+     * a few rows per batch. Every counter statement adds to the rows of its connection's
+     * shard, counter_shard() (migration 008: concurrent transactions rarely share a row),
+     * sorted, so that those that do lock them in the same order. */
     [ST_ACTIVITY] =
         {"an_activity",
-         "WITH dd AS (INSERT INTO season_daily AS t (season_id, day, active, xp)"
-         "   SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])"
-         "   ORDER BY 1, 2"
-         "   ON CONFLICT (season_id, day) DO UPDATE"
+         "WITH dd AS (INSERT INTO season_daily AS t (season_id, day, active, xp, shard)"
+         "   SELECT *, counter_shard()"
+         "   FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[]) ORDER BY 1, 2"
+         "   ON CONFLICT (season_id, day, shard) DO UPDATE"
          "     SET active = t.active + EXCLUDED.active, xp = t.xp + EXCLUDED.xp"
          "   RETURNING 1),"
-         " ww AS (INSERT INTO season_weekly AS t (season_id, week, active)"
-         "   SELECT * FROM unnest($5::text[], $6::int[], $7::bigint[]) ORDER BY 1, 2"
-         "   ON CONFLICT (season_id, week) DO UPDATE SET active = t.active + EXCLUDED.active"
+         " ww AS (INSERT INTO season_weekly AS t (season_id, week, active, shard)"
+         "   SELECT *, counter_shard() FROM unnest($5::text[], $6::int[], $7::bigint[])"
+         "   ORDER BY 1, 2"
+         "   ON CONFLICT (season_id, week, shard) DO UPDATE"
+         "     SET active = t.active + EXCLUDED.active"
          "   RETURNING 1)"
          " SELECT (SELECT count(*) FROM dd), (SELECT count(*) FROM ww)"},
     [ST_LEVELS] = {"an_levels",
-                   "INSERT INTO season_level_counts AS c (season_id, level, players)"
-                   " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[]) ORDER BY 1, 2"
-                   " ON CONFLICT (season_id, level) DO UPDATE SET players = c.players + "
-                   "EXCLUDED.players"},
+                   "INSERT INTO season_level_counts AS c (season_id, level, players, shard)"
+                   " SELECT *, counter_shard() FROM unnest($1::text[], $2::int[], $3::bigint[])"
+                   " ORDER BY 1, 2"
+                   " ON CONFLICT (season_id, level, shard) DO UPDATE"
+                   "   SET players = c.players + EXCLUDED.players"},
     [ST_STATS] =
         {"an_stats",
-         "INSERT INTO season_stats AS s (season_id, enrolled, at_max, unlocked, xp)"
-         " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[],"
-         "   $5::bigint[]) ORDER BY 1"
-         " ON CONFLICT (season_id) DO UPDATE SET enrolled = s.enrolled + EXCLUDED.enrolled,"
+         "INSERT INTO season_stats AS s (season_id, enrolled, at_max, unlocked, xp, shard)"
+         " SELECT *, counter_shard() FROM unnest($1::text[], $2::bigint[], $3::bigint[],"
+         "   $4::bigint[], $5::bigint[]) ORDER BY 1"
+         " ON CONFLICT (season_id, shard) DO UPDATE SET enrolled = s.enrolled + EXCLUDED.enrolled,"
          "   at_max = s.at_max + EXCLUDED.at_max, unlocked = s.unlocked + EXCLUDED.unlocked,"
          "   xp = s.xp + EXCLUDED.xp"},
     /* The caller holds the player's progress row: every earlier pass of this player has
      * committed, so this statement's snapshot sees them all. */
     [ST_PREMIUM] =
         {"an_premium",
-         "INSERT INTO season_stats AS s (season_id, enrolled, premium, at_max, unlocked)"
-         " SELECT $1, $2::bigint, f.first, $3::bigint, $4::bigint + f.first * $5::bigint"
+         "INSERT INTO season_stats AS s (season_id, enrolled, premium, at_max, unlocked, shard)"
+         " SELECT $1, $2::bigint, f.first, $3::bigint, $4::bigint + f.first * $5::bigint,"
+         "   counter_shard()"
          " FROM (SELECT (count(*) = 1)::int AS first FROM premium_grants"
          "   WHERE player_id = $6 AND season_id = $1) f"
-         " ON CONFLICT (season_id) DO UPDATE SET enrolled = s.enrolled + EXCLUDED.enrolled,"
+         " ON CONFLICT (season_id, shard) DO UPDATE SET enrolled = s.enrolled + EXCLUDED.enrolled,"
          "   premium = s.premium + EXCLUDED.premium, at_max = s.at_max + EXCLUDED.at_max,"
          "   unlocked = s.unlocked + EXCLUDED.unlocked"},
-    /* One statement, one snapshot. Kind 0: the totals (zeros for a season without a row)
-     * with the player-days and XP summed over the season's days (a row per day, not per
-     * player); 1: the latest days, 2: the latest weeks, 3: the levels with players. */
+    /* One statement, one snapshot; every counter summed over its shards. Kind 0: the totals
+     * (zeros for a season without a row) with the player-days and XP summed over the
+     * season's days (a row per day, not per player); 1: the latest days, 2: the latest
+     * weeks, 3: the levels with players. */
     [ST_REPORT] = {"an_report",
                    "SELECT 0 AS k, 0 AS n, COALESCE(s.enrolled, 0), COALESCE(s.premium, 0),"
                    "   COALESCE(s.at_max, 0), COALESCE(s.unlocked, 0), COALESCE(s.claimed, 0),"
                    "   COALESCE(s.xp, 0), d.player_days, d.xp"
                    " FROM (SELECT COALESCE(sum(active), 0)::bigint AS player_days,"
                    "   COALESCE(sum(xp), 0)::bigint AS xp FROM season_daily WHERE season_id = $1) d"
-                   " LEFT JOIN season_stats s ON s.season_id = $1"
-                   " UNION ALL SELECT * FROM (SELECT 1, day, active, xp, 0, 0, 0, 0, 0, 0"
-                   "   FROM season_daily WHERE season_id = $1 ORDER BY day DESC LIMIT $2) d"
-                   " UNION ALL SELECT * FROM (SELECT 2, week, active, 0, 0, 0, 0, 0, 0, 0"
-                   "   FROM season_weekly WHERE season_id = $1 ORDER BY week DESC LIMIT $3) w"
-                   " UNION ALL SELECT 3, level, players, 0, 0, 0, 0, 0, 0, 0"
-                   "   FROM season_level_counts WHERE season_id = $1 AND players <> 0"
+                   " CROSS JOIN (SELECT sum(enrolled)::bigint AS enrolled,"
+                   "   sum(premium)::bigint AS premium, sum(at_max)::bigint AS at_max,"
+                   "   sum(unlocked)::bigint AS unlocked, sum(claimed)::bigint AS claimed,"
+                   "   sum(xp)::bigint AS xp FROM season_stats WHERE season_id = $1) s"
+                   " UNION ALL SELECT * FROM (SELECT 1, day, sum(active)::bigint, sum(xp)::bigint,"
+                   "   0, 0, 0, 0, 0, 0 FROM season_daily WHERE season_id = $1"
+                   "   GROUP BY day ORDER BY day DESC LIMIT $2) d"
+                   " UNION ALL SELECT * FROM (SELECT 2, week, sum(active)::bigint, 0, 0, 0, 0, 0,"
+                   "   0, 0 FROM season_weekly WHERE season_id = $1"
+                   "   GROUP BY week ORDER BY week DESC LIMIT $3) w"
+                   " UNION ALL SELECT 3, level, sum(players)::bigint, 0, 0, 0, 0, 0, 0, 0"
+                   "   FROM season_level_counts WHERE season_id = $1"
+                   "   GROUP BY level HAVING sum(players) <> 0"
                    " ORDER BY 1, 2"},
     [ST_PLAYER] = {"an_player",
                    "SELECT p.season_id, p.total_xp, p.level, p.premium,"

@@ -21,7 +21,8 @@
 /* The grant statement. Rows the claims' primary key (or grant_id) already holds are skipped
  * by ON CONFLICT DO NOTHING, so only the rows inserted now get an audit row (by the row's
  * actor: a group-committed batch of claims has one per claim), an outbox row and a count in
- * season_stats.claimed (store/analytics.h; seasons in order, after the claim rows).
+ * season_stats.claimed (store/analytics.h: the connection's shard; seasons in order, after
+ * the claim rows).
  * grantedAt is the claim time in epoch milliseconds, the same value returned. */
 static const bp_pg_stmt_t st_grants = {
     "rewards_grant",
@@ -49,9 +50,10 @@ static const bp_pg_stmt_t st_grants = {
     "     'rewardId', reward_id, 'itemId', item_id, 'quantity', quantity,"
     "     'grantedAt', granted_ms, 'source', $9::text)"
     "   FROM ins ORDER BY player_id, level, tier, reward_id),"
-    " cnt AS (INSERT INTO season_stats AS s (season_id, claimed)"
-    "   SELECT season_id, count(*) FROM ins GROUP BY season_id ORDER BY season_id"
-    "   ON CONFLICT (season_id) DO UPDATE SET claimed = s.claimed + EXCLUDED.claimed)"
+    " cnt AS (INSERT INTO season_stats AS s (season_id, claimed, shard)"
+    "   SELECT season_id, count(*), counter_shard() FROM ins GROUP BY season_id"
+    "   ORDER BY season_id"
+    "   ON CONFLICT (season_id, shard) DO UPDATE SET claimed = s.claimed + EXCLUDED.claimed)"
     " SELECT grant_id, player_id, level, tier, reward_id, item_id, quantity, granted_ms"
     " FROM ins ORDER BY player_id, level, tier, reward_id"};
 
