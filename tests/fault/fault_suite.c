@@ -766,6 +766,32 @@ static void check_reward_grants(void)
     bp_codec_destroy(codec);
 }
 
+/* The season's counters (store/analytics.c, summed over their shards, migration 008) against
+ * the rows they count: enrolled players, claims, earned XP, and players per level. The
+ * season is this run's own (a fresh database), so nothing else moved them. */
+static void check_counters(void)
+{
+    char sql[2048];
+    const char *s = season.id;
+    snprintf(sql, sizeof(sql),
+             "SELECT (e <> 0)::int + (c <> 0)::int + (x <> 0)::int + l FROM ("
+             " SELECT (SELECT coalesce(sum(enrolled), 0) FROM season_stats WHERE season_id = '%s')"
+             "   - (SELECT count(*) FROM player_progress WHERE season_id = '%s') AS e,"
+             " (SELECT coalesce(sum(claimed), 0) FROM season_stats WHERE season_id = '%s')"
+             "   - (SELECT count(*) FROM reward_claims WHERE season_id = '%s') AS c,"
+             " (SELECT coalesce(sum(xp), 0) FROM season_stats WHERE season_id = '%s')"
+             "   - (SELECT coalesce(sum(earned_xp), 0) FROM player_progress"
+             "      WHERE season_id = '%s') AS x,"
+             " (SELECT count(*) FROM (SELECT level, sum(players) AS n FROM season_level_counts"
+             "    WHERE season_id = '%s' GROUP BY level) a"
+             "  FULL JOIN (SELECT level, count(*) AS n FROM player_progress"
+             "    WHERE season_id = '%s' GROUP BY level) b USING (level)"
+             "  WHERE coalesce(a.n, 0) <> coalesce(b.n, 0)) AS l) d",
+             s, s, s, s, s, s, s, s);
+    long long wrong = it_sql_int(&env, sql); /* counters off: 0..3 plus levels off */
+    check("season counters off", 0, wrong, wrong);
+}
+
 /* Every malformed message is in the DLQ (perhaps more than once), with a reason. */
 static void check_dlq(void)
 {
@@ -918,6 +944,7 @@ int main(int argc, char **argv)
         check_http_totals();
         check_levelups();
         check_reward_grants();
+        check_counters();
         check_dlq();
     }
 
