@@ -531,6 +531,17 @@ static int append_call(bp_cache_t *c, call_t *call, bool eval)
     return redisAppendCommandArgv(c->ctx, (int)argc, call->argv, call->lens);
 }
 
+/* An error reply to a cache update: logged for the first of a call (*rc still BP_OK), and
+ * *rc becomes BP_ERETRY so that the batch's entries are remembered and written again. */
+static void refused(const redisReply *r, bp_err_t *rc)
+{
+    char eb[256];
+    if (*rc == BP_OK)
+        BP_LOG_WARN("redis refused a cache update", "\"error\":\"%s\"",
+                    bp_log_str(eb, sizeof(eb), r->str));
+    *rc = BP_ERETRY;
+}
+
 /* Fill @p call with the items of [*next, end) that fit (one season, CALL_ITEMS at most) and
  * advance *next past them. @return false when nothing is left. */
 static bool fill_call(call_t *call, item_fn fn, const void *arg, size_t *next, size_t end)
@@ -589,11 +600,7 @@ static bp_err_t pipeline(bp_cache_t *c, size_t n, item_fn fn, const void *arg, b
                 if (strncmp(r->str, "NOSCRIPT", 8) == 0) {
                     redo[n_redo++] = j;
                 } else {
-                    char eb[256];
-                    if (rc == BP_OK)
-                        BP_LOG_WARN("redis refused a cache update", "\"error\":\"%s\"",
-                                    bp_log_str(eb, sizeof(eb), r->str));
-                    rc = BP_ERETRY;
+                    refused(r, &rc);
                 }
             }
             freeReplyObject(r);
@@ -622,13 +629,8 @@ static bp_err_t pipeline(bp_cache_t *c, size_t n, item_fn fn, const void *arg, b
                 *stale = io_failed(c, errno);
                 return BP_ERETRY;
             }
-            if (r && r->type == REDIS_REPLY_ERROR) {
-                char eb[256];
-                if (rc == BP_OK)
-                    BP_LOG_WARN("redis refused a cache update", "\"error\":\"%s\"",
-                                bp_log_str(eb, sizeof(eb), r->str));
-                rc = BP_ERETRY;
-            }
+            if (r && r->type == REDIS_REPLY_ERROR)
+                refused(r, &rc);
             freeReplyObject(r);
         }
     }
